@@ -1,0 +1,35 @@
+# `make test` is self-contained on a fresh machine: venv, CPU torch (only when none is present), project, pytest.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+TORCH   ?= torch==2.13.0
+
+.PHONY: test install demo bench addon clean
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(STAMP): $(VPY) pyproject.toml
+	@# Install torch first so that `torch>=2.1` in the backend extra pulls nothing more (no CUDA wheels).
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q $(TORCH)
+	$(VPY) -m pip install -q -e ".[backend,blender,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VPY) -m backend.cli demo
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(VPY) $$b --quick || exit 1; done
+
+addon: $(STAMP)
+	$(VPY) build_addon.py --output dist/joker_head.zip
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,1 @@
+"""Sub-commands of `joker-head`, one module each, each with ``register(subparsers)``."""
