@@ -1,0 +1,13 @@
+"""Job runners by kind. Each module owns one kind; ``default_runners`` is what `joker-head serve` registers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.runner import Runner
+
+
+def default_runners(**options: Any) -> dict[str, Runner]:
+    """The production runners. ``options`` (models_dir, device, ...) are passed to each runner's constructor."""
+    runners: dict[str, Runner] = {}
+    return runners
