@@ -1,12 +1,112 @@
-"""Settings of the progressive distillation (schedule, views, resolutions) and its presets."""
+"""Settings of the progressive distillation (schedule, views, resolutions, field) and its presets.
+
+Every knob defaults to ``None``, meaning "the preset's value": a request may send just ``{"preset": "draft"}`` or
+override single fields (``{"preset": "fast", "steps": 8000}``). :meth:`DistillConfig.resolved` returns the config
+with every knob filled in; the distillation code only ever reads resolved configs.
+
+The ``paper`` preset is the reference schedule (docs/joker-facts.md §4): 400 views, 100 DDIM levels, targets
+refreshed every 130 steps, Stage 1 (one-step x0) for the first 60 levels, one 40-step DDIM run (Stage 2) from the
+level reached, 20k steps, render resolution 64 -> 512 at steps 200/3000/4500/7000, L1 + LPIPS + 1e-6 sparsity.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
-from shared.spec import spec
+from shared.spec import SpecError, spec
+
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": dict(
+        n_az=20, n_el=20, levels=100, stage1_fraction=0.6, update_every=130, steps=20_000, batch_views=64, patch=64,
+        resolutions=(64, 128, 256, 384, 512), milestones=(200, 3000, 4500, 7000), samples_per_ray=200,
+        grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
+        lr_grid=1e-2, lr_mlp=1e-3, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
+        targets="progressive", checkpoint_every=500),
+    # A GPU preset at about a third of the reference's time: fewer views and levels, 384 px at the end.
+    "fast": dict(
+        n_az=12, n_el=10, levels=50, stage1_fraction=0.6, update_every=80, steps=6_000, batch_views=32, patch=64,
+        resolutions=(64, 128, 256, 384), milestones=(100, 1000, 2000), samples_per_ray=160,
+        grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
+        lr_grid=1e-2, lr_mlp=1e-3, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
+        targets="progressive", checkpoint_every=500),
+    # Small enough for a 2-core CPU demo in minutes: 40 views at 64 px, a small hash grid, L1 only.
+    "draft": dict(
+        n_az=8, n_el=5, levels=20, stage1_fraction=0.6, update_every=45, steps=1_500, batch_views=4, patch=32,
+        resolutions=(48, 64), milestones=(100,), samples_per_ray=64,
+        grid_levels=8, grid_log2_table=16, grid_base_res=16, grid_per_level_scale=1.486,
+        lr_grid=1e-2, lr_mlp=1e-3, lpips_weight=0.0, sparsity_weight=1e-6, occupancy_res=32,
+        targets="progressive", checkpoint_every=200),
+}
+
+# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py on 2 shared
+# cores with the oracle prior; "cuda": an A100-class estimate for the Joker prior in bf16 (not measured here).
+_COST = {  # (seconds per million ray samples trained, seconds per one-step target, per DDIM step of Stage 2)
+    "cpu": (2.4, 0.004, 0.004),
+    "cuda": (0.05, 0.12, 0.1),
+}
 
 
 @dataclass
 class DistillConfig:
-    preset: str = spec("paper", choices=("paper", "fast", "draft"), doc="paper: the reference schedule")
+    preset: str = spec("paper", choices=tuple(PRESETS), doc="paper: the reference schedule; fast: GPU, ~1/3 the "
+                       "time; draft: a CPU demo in minutes. Fields left empty take the preset's value")
+    n_az: Optional[int] = spec(None, lo=1, hi=64, doc="views: azimuths in [-45, 45] deg (20 in the reference)")
+    n_el: Optional[int] = spec(None, lo=1, hi=64, doc="views: elevations in [-20, 20] deg (20 in the reference)")
+    levels: Optional[int] = spec(None, lo=2, hi=1000, doc="DDIM noise levels from t=999 down (100 in the reference)")
+    stage1_fraction: Optional[float] = spec(None, lo=0.0, hi=1.0,
+                                            doc="share of levels run as Stage 1 (one-step x0 per level); the rest "
+                                                "is one multi-step DDIM run (Stage 2). 0.6 in the reference")
+    update_every: Optional[int] = spec(None, lo=1, hi=100_000, doc="steps between target updates (130)")
+    steps: Optional[int] = spec(None, lo=1, hi=1_000_000, doc="optimisation steps in total (20000)")
+    batch_views: Optional[int] = spec(None, lo=1, hi=1024, doc="views per optimisation step (64)")
+    patch: Optional[int] = spec(None, lo=8, hi=512, doc="random patch side in pixels, shared by the batch (64)")
+    resolutions: Optional[tuple[int, ...]] = spec(None, lo=8, hi=1024, max_len=16,
+                                                  doc="render resolutions, one per phase (64,128,256,384,512)")
+    milestones: Optional[tuple[int, ...]] = spec(None, lo=0, hi=1_000_000, max_len=15,
+                                                 doc="steps at which the next resolution starts (200,3000,4500,7000)")
+    samples_per_ray: Optional[int] = spec(None, lo=8, hi=1024,
+                                          doc="ray-marching samples across the bound's diagonal (200)")
+    grid_levels: Optional[int] = spec(None, lo=1, hi=32, doc="hash-grid levels (16), 2 features each")
+    grid_log2_table: Optional[int] = spec(None, lo=8, hi=24, doc="log2 of the hash table size per level (19)")
+    grid_base_res: Optional[int] = spec(None, lo=2, hi=512, doc="coarsest grid resolution (16)")
+    grid_per_level_scale: Optional[float] = spec(None, lo=1.01, hi=4.0, doc="resolution growth per level (1.447269)")
+    lr_grid: Optional[float] = spec(None, lo=0.0, hi=1.0, doc="AdamW learning rate of the hash grid (1e-2)")
+    lr_mlp: Optional[float] = spec(None, lo=0.0, hi=1.0, doc="AdamW learning rate of MLPs and background (1e-3)")
+    lpips_weight: Optional[float] = spec(None, lo=0.0, hi=100.0, doc="LPIPS(VGG) weight (1.0); needs VGG weights")
+    sparsity_weight: Optional[float] = spec(None, lo=0.0, hi=1.0, doc="opacity sparsity weight (1e-6)")
+    occupancy_res: Optional[int] = spec(None, lo=4, hi=256, doc="occupancy grid resolution for empty-space skip (32)")
+    targets: Optional[str] = spec(None, choices=("progressive", "dynamic"),
+                                  doc="progressive: the Joker schedule; dynamic: a fresh random noise level every "
+                                      "step (SDS-style baseline, for comparisons)")
+    checkpoint_every: Optional[int] = spec(None, lo=1, hi=1_000_000, doc="steps between checkpoints (resume)")
+
+    def validate(self) -> None:
+        r = self.resolved()
+        if len(r.milestones) != len(r.resolutions) - 1:
+            raise SpecError("distill.milestones", f"{len(r.resolutions) - 1} steps (one fewer than resolutions)",
+                            list(r.milestones), "give one milestone between each pair of resolutions")
+        if list(r.milestones) != sorted(r.milestones):
+            raise SpecError("distill.milestones", "increasing steps", list(r.milestones), "sort them")
+
+    def resolved(self) -> "DistillConfig":
+        """This config with every empty knob taken from the preset."""
+        base = PRESETS[self.preset]
+        return dataclasses.replace(self, **{k: v for k, v in base.items() if getattr(self, k) is None})
+
+    @property
+    def n_views(self) -> int:
+        r = self.resolved()
+        return int(r.n_az) * int(r.n_el)
+
+    def estimated_seconds(self, device: str = "cuda") -> float:
+        """A rough wall-time estimate for the add-on's preset menu ("cpu" or "cuda"); see ``_COST``."""
+        r = self.resolved()
+        per_msample, per_target, per_ddim = _COST["cuda" if device.startswith("cuda") else "cpu"]
+        rays = r.steps * r.batch_views * min(r.patch, r.resolutions[-1]) ** 2
+        occupied = 0.35  # share of marched samples that survive empty-space skipping on a head
+        train = rays * r.samples_per_ray * occupied / 1e6 * per_msample
+        n_stage1 = round(r.levels * r.stage1_fraction)
+        prior = self.n_views * (n_stage1 * per_target + (r.levels - n_stage1) * per_ddim)
+        return float(train + prior)

@@ -1,0 +1,204 @@
+"""The oracle prior: a ``Guidance`` whose "denoised" targets are renders of a known textured head (the ICT head with a
+procedural albedo and simple Lambert shading), optionally perturbed in a view-inconsistent way that grows with the
+noise level. It stands in for the Joker prior in tests, benchmarks and the offline demo (the reference ships a
+ground-truth guidance for the same purpose).
+
+Perturbation model (``perturb`` = s > 0), per call and per view, with a = s (t / 999)^2:
+  * geometry: an image-plane similarity warp (shift ~ 5% a of the image, rotation ~ 10 a deg, scale ~ 5% a),
+  * colour: per-channel gains ~ 15% a and a smooth 4x4 colour field ~ 10% a,
+  * trust in the input: out = abar_t render + (1 - abar_t) perturbed_truth, as a denoiser keeps what the noise at
+    level t leaves of its input (abar_t: SD1.5's cumulative alphas).
+With s = 0 the targets are the exact renders, whatever t.
+
+Rasterisation is a small numpy z-buffer of our own (the rig helper's ``backend.render.rasterize`` was not on main
+when this was written); it follows ``shared.conventions`` (OpenCV cameras, pixel centres at +0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
+
+THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
+LIGHT_DIR = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])  # head frame, fixed to the head
+MATERIAL_ALBEDO = {"M_Face": (0.80, 0.58, 0.47), "M_BackHead": (0.80, 0.58, 0.47), "M_GumsTongue": (0.70, 0.30, 0.32),
+                   "M_Teeth": (0.92, 0.90, 0.84), "M_ScleraLeft": (0.93, 0.92, 0.90),
+                   "M_ScleraRight": (0.93, 0.92, 0.90), "M_IrisLeft": (0.25, 0.35, 0.45),
+                   "M_IrisRight": (0.25, 0.35, 0.45)}
+
+
+@dataclass
+class OracleHead:
+    vertices: np.ndarray  # float64 [V, 3] head frame, metres
+    faces: np.ndarray  # int64 [F, 3]
+    colours: np.ndarray  # float64 [V, 3] shaded albedo in 0..1
+
+
+def background(dirs: np.ndarray) -> np.ndarray:
+    """The oracle's environment: a smooth function of the ray direction float [..., 3] -> colour [..., 3]."""
+    base = np.array([0.55, 0.60, 0.66])
+    return np.clip(base + 0.8 * dirs[..., 1:2] * np.array([0.6, 0.5, 0.3]) + 0.4 * dirs[..., 0:1], 0, 1)
+
+
+def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals float64 [V, 3]."""
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def procedural_albedo(v: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Skin-like detail on top of per-vertex ``base`` colours: freckle-scale and blotch-scale patterns (3D sines)."""
+    p = v * 100.0  # centimetres
+    fine = np.sin(2.1 * p[:, 0] + 1.3 * p[:, 1]) * np.sin(1.7 * p[:, 1] - 2.3 * p[:, 2]) * np.sin(1.9 * p[:, 2])
+    coarse = np.sin(0.45 * p[:, 0] + 0.2) * np.cos(0.38 * p[:, 1] - 0.5 * p[:, 2])
+    return np.clip(base * (1.0 + 0.12 * fine[:, None] + 0.10 * coarse[:, None] * np.array([1.0, 0.6, 0.5])), 0, 1)
+
+
+def ict_oracle_head(npz_path: Path, expressions: Optional[dict[str, float]] = None) -> OracleHead:
+    """The ICT-FaceKit head (thin shells left out), neutral identity, in the head frame (metres, origin at the face
+    region's neutral centroid), coloured per material with procedural detail and baked Lambert shading."""
+    z = np.load(npz_path)
+    names = [str(n) for n in z["expression_names"]]
+    v = z["neutral"].astype(np.float64)
+    for name, w in (expressions or {}).items():
+        if name not in names:
+            raise ValueError(f"expressions: expected ICT names such as {names[:3]}, received {name!r}")
+        v = v + w * z["expression_deltas"][names.index(name)].astype(np.float64)
+    ranges = dict(zip([str(n) for n in z["region_names"]], z["region_vertex_ranges"].tolist()))
+    face_lo, face_hi = ranges["face"]
+    v = (v - z["neutral"][face_lo:face_hi + 1].astype(np.float64).mean(0)) * 0.01  # cm -> m, recentred
+    quads, mats = z["faces"].astype(np.int64), z["face_material"].astype(np.int64)
+    thin = np.zeros(len(v), bool)
+    for name, (lo, hi) in ranges.items():
+        thin[lo:hi + 1] |= name.startswith(THIN_REGIONS)
+    keep = ~thin[np.where(quads < 0, quads[:, :1], quads)].any(1)
+    quads, mats = quads[keep], mats[keep]
+    tris = np.concatenate([quads[:, [0, 1, 2]], quads[quads[:, 3] >= 0][:, [0, 2, 3]]])
+    tri_mats = np.concatenate([mats, mats[quads[:, 3] >= 0]])
+    albedo = np.full((len(v), 3), MATERIAL_ALBEDO["M_Face"])
+    material_names = [str(m) for m in z["material_names"]]
+    for k in range(3):
+        albedo[tris[:, k]] = np.array([MATERIAL_ALBEDO.get(material_names[m], (0.5, 0.5, 0.5)) for m in tri_mats])
+    hair = (v[:, 1] > 0.075) | ((v[:, 2] < -0.06) & (v[:, 1] > -0.02))  # a short dark cap on the back-head material
+    albedo[hair & (albedo[:, 0] == MATERIAL_ALBEDO["M_BackHead"][0])] = (0.22, 0.15, 0.10)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, tris) @ LIGHT_DIR, 0.0, 1.0)
+    return OracleHead(v, tris, procedural_albedo(v, albedo) * shade[:, None])
+
+
+def rasterize(head: OracleHead, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest triangle per pixel: (face index int64 [H, W], -1 for background; perspective-correct barycentrics
+    float64 [H, W, 3]). Pixel (i, j) is covered when its centre (j + 0.5, i + 0.5) lies inside the projection."""
+    H, W = camera.height, camera.width
+    p = head.vertices @ camera.w2c[:3, :3].T + camera.w2c[:3, 3]  # [V, 3] OpenCV camera frame
+    z = p[:, 2]
+    uv = (p @ camera.K.T)[:, :2] / np.maximum(z, 1e-9)[:, None]  # [V, 2] pixels
+    tri = uv[head.faces]  # [F, 3, 2]
+    ok = (z[head.faces] > 1e-6).all(1)
+    lo = np.ceil(tri.min(1) - 0.5).astype(np.int64)
+    hi = np.floor(tri.max(1) - 0.5).astype(np.int64)
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, [W - 1, H - 1])
+    size = np.where(ok[:, None], hi - lo + 1, 0).clip(0)
+    count = size[:, 0] * size[:, 1]
+    fid = np.repeat(np.arange(len(tri)), count)
+    local = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    px = lo[fid, 0] + local % size[fid, 0]
+    py = lo[fid, 1] + local // size[fid, 0]
+    a, b, c = tri[fid, 0], tri[fid, 1], tri[fid, 2]
+    q = np.stack([px + 0.5, py + 0.5], -1)
+    area = _edge(a, b, c)
+    w = np.stack([_edge(b, c, q), _edge(c, a, q), _edge(a, b, q)], -1) / np.where(area == 0, 1e-12, area)[:, None]
+    inside = (w >= 0).all(1) & (area != 0)
+    fid, px, py, w = fid[inside], px[inside], py[inside], w[inside]
+    wz = w / z[head.faces[fid]]  # perspective-correct: interpolate attr / z, normalise by 1 / z
+    depth = 1.0 / wz.sum(1)
+    order = np.lexsort((depth, py * W + px))
+    pix = (py * W + px)[order]
+    first = np.ones(len(pix), bool)
+    first[1:] = pix[1:] != pix[:-1]
+    sel = order[first]
+    face_idx = np.full(H * W, -1, np.int64)
+    bary = np.zeros((H * W, 3))
+    face_idx[pix[first]] = fid[sel]
+    bary[pix[first]] = wz[sel] * depth[sel, None]
+    return face_idx.reshape(H, W), bary.reshape(H, W, 3)
+
+
+def _edge(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return (b[..., 0] - a[..., 0]) * (p[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (p[..., 0] - a[..., 0])
+
+
+def render_oracle(head: OracleHead, camera: Camera, radius: float = NERF_BOUND_RADIUS_M) -> np.ndarray:
+    """The ground-truth image float32 [3, H, W] in 0..1; surfaces outside the NeRF's bound count as background."""
+    face_idx, bary = rasterize(head, camera)
+    hit = face_idx >= 0
+    tri = head.faces[np.maximum(face_idx, 0)]  # [H, W, 3]
+    point = (head.vertices[tri] * bary[..., None]).sum(2)
+    hit &= (np.abs(point) <= radius).all(-1)
+    colour = (head.colours[tri] * bary[..., None]).sum(2)
+    _, dirs = pixel_rays(camera)
+    img = np.where(hit[..., None], colour, background(dirs))
+    return img.transpose(2, 0, 1).astype(np.float32)
+
+
+def sd_alphas_cumprod() -> torch.Tensor:
+    """SD1.5's DDPM schedule: scaled-linear betas 0.00085 -> 0.012 over 1000 steps; float64 [1000]."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0)
+
+
+class OracleGuidance:
+    """``backend.guidance.Guidance`` from a known head. Renders every view once at ``resolution``."""
+
+    def __init__(self, head: OracleHead, cameras: Sequence[Camera], resolution: int, perturb: float = 0.0,
+                 seed: int = 0):
+        self.resolution, self.perturb = int(resolution), float(perturb)
+        self.truth = torch.from_numpy(np.stack([render_oracle(head, c.scaled(resolution)) for c in cameras]))
+        self.alphas_cumprod = sd_alphas_cumprod()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.uses_images = self.perturb > 0  # the exact oracle ignores the renders: the loop may skip them
+
+    def targets(self, images: torch.Tensor, views: torch.Tensor, t: int, n_steps: int,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """See ``backend.guidance.Guidance.targets``; float [B, 3, resolution, resolution] in 0..1."""
+        truth = self.truth[views.cpu()].to(images.device)
+        if self.perturb <= 0:
+            return truth.clone()
+        g = generator or self.generator
+        a = self.perturb * (t / 999.0) ** 2
+        out = _colour_jitter(_warp(truth, a, g), a, g)
+        x = F.interpolate(images.detach().float(), size=truth.shape[-2:], mode="bilinear", align_corners=False)
+        abar = float(self.alphas_cumprod[int(t)])
+        return (abar * x + (1.0 - abar) * out).clamp(0.0, 1.0)
+
+
+def _randn(shape, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=g)
+
+
+def _warp(img: torch.Tensor, a: float, g: torch.Generator) -> torch.Tensor:
+    """A random similarity warp per image (shift ~5% a, rotation ~10 a deg, scale ~5% a); edges replicate."""
+    B = img.shape[0]
+    n = _randn((B, 4), g).to(img.device)
+    ang = torch.deg2rad(10.0 * a * n[:, 0])
+    s = 1.0 + 0.05 * a * n[:, 1]
+    theta = torch.stack([torch.stack([s * torch.cos(ang), -s * torch.sin(ang), 0.1 * a * n[:, 2]], -1),
+                         torch.stack([s * torch.sin(ang), s * torch.cos(ang), 0.1 * a * n[:, 3]], -1)], 1)
+    grid = F.affine_grid(theta.float(), list(img.shape), align_corners=False)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _colour_jitter(img: torch.Tensor, a: float, g: torch.Generator) -> torch.Tensor:
+    B, _, H, W = img.shape
+    gains = 1.0 + 0.15 * a * _randn((B, 3, 1, 1), g).to(img.device)
+    field = F.interpolate(_randn((B, 3, 4, 4), g).to(img.device), size=(H, W), mode="bicubic", align_corners=False)
+    return img * gains + 0.1 * a * field

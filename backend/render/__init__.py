@@ -1,0 +1,1 @@
+"""Rendering: volume rendering of the NeRF (``backend.render.volume``)."""
