@@ -33,6 +33,8 @@ from shared.spec import SpecError, from_dict
 
 log = logging.getLogger("joker_head.server")
 EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
+INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this job ran",
+               "hint": "resubmit it with the same job id to run it again"}
 
 
 @dataclass
@@ -71,6 +73,7 @@ class _Job:
     record: JobRecord
     subscribers: set = field(default_factory=set)  # routing ids
     ctx: Optional[JobContext] = None
+    cancel_requested: bool = False  # by a client, as opposed to a server shutdown
 
 
 class Server:
@@ -129,12 +132,10 @@ class Server:
         for record in sorted(self.store.load_all(), key=lambda r: r.created):
             job = _Job(record)
             self.jobs[record.job] = job
-            if record.state == "running":
+            if record.state in ("running", "interrupted"):
                 resumable = getattr(self.runners.get(record.kind), "resumable", False)
                 record.state = "queued" if resumable else "interrupted"
-                record.error = None if resumable else {
-                    "code": "interrupted", "message": "the server stopped while this job ran",
-                    "hint": "resubmit it with the same job id to run it again"}
+                record.error = None if resumable else dict(INTERRUPTED)
                 self.store.save_state(record)
             if record.state == "queued":
                 self.queue.put(record.client, record.job)
@@ -279,6 +280,7 @@ class Server:
                 job.record.state = "cancelled"
                 self.store.save_state(job.record)
             elif job.ctx is not None:
+                job.cancel_requested = True
                 job.ctx.cancel()  # the worker records the cancellation when the runner stops
         self._send(identity, self._state(job), req=msg.req)
 
@@ -333,7 +335,7 @@ class Server:
             payloads = {a.name: P.Blob(a.data, a.media_type) for a in artifacts}
             for identity in list(identities):
                 self._send(identity, P.Result(r.job, meta), payloads)
-        elif r.state in ("failed", "cancelled", "interrupted"):
+        elif r.state in ("failed", "cancelled") or (r.state == "interrupted" and not self._stop.is_set()):
             err = r.error or {"code": r.state, "message": f"the job was {r.state}"}
             body = P.Error(err.get("code", r.state), err.get("message", ""), hint=err.get("hint", ""), job=r.job)
             for identity in list(identities):
@@ -343,7 +345,8 @@ class Server:
     # --- workers --------------------------------------------------------------------------------------------------
     def _worker(self, device: str) -> None:
         push = self.ctx.socket(zmq.PUSH)
-        push.linger = 1000
+        push.linger = 0
+        push.setsockopt(zmq.SNDHWM, 0)  # progress must never block a job; the serve thread drains quickly
         push.connect(self._events_endpoint)
         try:
             while not self._stop.is_set():
@@ -370,7 +373,10 @@ class Server:
             self.store.save_result(record.job, result.meta, result.artifacts)
             record.state = "done"
         except JobCancelled:
-            record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
+            if job.cancel_requested or not self._stop.is_set():
+                record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
+            else:  # the server is shutting down: the next start resumes or reports it
+                record.state, record.error = "interrupted", dict(INTERRUPTED)
         except JobFailed as e:
             record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
         except StoreError as e:
@@ -383,7 +389,7 @@ class Server:
             with self._lock:
                 job.ctx = None
                 self._save_state(record)
-            push.send(json.dumps({"type": "final", "job": record.job}).encode())
+            _notify(push, [json.dumps({"type": "final", "job": record.job}).encode()])
 
     def _save_state(self, record: JobRecord) -> None:
         try:
@@ -401,7 +407,15 @@ class Server:
         frames = [json.dumps({"type": "progress", "job": record.job, **event}).encode()]
         if e.preview is not None:
             frames.append(encode_png(e.preview, level=1))
-        push.send_multipart(frames)
+        _notify(push, frames)
+
+
+def _notify(push: zmq.Socket, frames: list) -> None:
+    """Worker -> serve thread. Never blocks: after shutdown nobody listens, and the store already has it all."""
+    try:
+        push.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

@@ -221,7 +221,7 @@ class Client:
             if track.submit is not None and body.state != "queued":
                 track.submit = None
         elif isinstance(body, (P.Result, P.Error)):  # every job-level error is final for that job
-            if track.finished:
+            if track.finished and msg.req is None:
                 return None  # exactly once for the caller, however often the server sends it
             track.finished, track.submit = True, None
         return msg
