@@ -152,3 +152,13 @@ def test_png_codec_round_trip_and_filters():
     buf = io.BytesIO()
     PIL.fromarray(img).save(buf, format="PNG", optimize=True)  # Pillow uses adaptive filters
     np.testing.assert_array_equal(pngcodec.decode_png(buf.getvalue()), img)
+
+
+def test_protocol_doc_covers_every_message_and_error_code():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md").read_text()
+    for name in P.MESSAGE_TYPES:
+        assert f"### `{name}`" in doc
+    for code in ("version_mismatch", "bad_png", "frame_too_large", "job_id_conflict", "too_many_jobs", "unknown_job"):
+        assert f"`{code}`" in doc
