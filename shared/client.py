@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import zmq
 
-from shared import protocol as P
-from shared.jobs import JOB_KINDS, validate_inputs
-from shared.spec import SpecError, from_dict, to_dict
+from . import protocol as P
+from .jobs import JOB_KINDS, validate_inputs
+from .spec import SpecError, from_dict, to_dict
 
 SERVER_TYPES = ("welcome", "heartbeat", "accepted", "progress", "job_state", "job_list", "result", "error")
 
@@ -160,6 +160,17 @@ class Client:
         self._send_frames(frames)
         return job_id
 
+    def confirm(self, job_id: str, timeout_s: Optional[float] = None) -> P.Accepted:
+        """Block until the server acknowledged a submission (e.g. before closing the socket)."""
+        msg = self._wait_for(lambda m: getattr(m.body, "job", None) == job_id and m.type in ("accepted", "error"),
+                             timeout_s if timeout_s is not None else self.timeout_s)
+        if msg is None:
+            raise TimeoutError(f"the server at {self.endpoint} did not acknowledge job {job_id} in time — is the "
+                               "backend running (`joker-head serve`)?")
+        if isinstance(msg.body, P.Error):
+            raise ClientError(msg.body)
+        return msg.body
+
     def attach(self, job_id: str, since: int = 0) -> None:
         """Follow a job submitted earlier (e.g. by a previous Blender session): state, missed progress, result."""
         track = self.jobs.setdefault(job_id, _Track(last_seq=since))
@@ -266,20 +277,39 @@ class Client:
 
     def wait(self, job_id: str, timeout_s: Optional[float] = None,
              on_event: Optional[Callable[[P.Message], None]] = None) -> P.Message:
-        """Pump until the job's result arrives and return it; raise :class:`ClientError` if the job failed."""
+        """Pump until the job's result arrives and return it; raise :class:`ClientError` if the job failed.
+
+        ``on_event`` sees this job's events; other jobs' events stay queued for the next :meth:`pump`.
+        """
+        def final(m: P.Message) -> bool:
+            if getattr(m.body, "job", None) != job_id:
+                return False
+            if on_event is not None:
+                on_event(m)
+            return m.type in ("result", "error")
+
+        msg = self._wait_for(final, timeout_s)
+        if msg is None:
+            raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s (it goes on; `joker-head fetch` "
+                               "picks it up later)")
+        if isinstance(msg.body, P.Error):
+            raise ClientError(msg.body)
+        return msg
+
+    def _wait_for(self, predicate: Callable[[P.Message], bool], timeout_s: Optional[float]) -> Optional[P.Message]:
+        """Pump until an event matches; the others go back to the backlog in order. None on timeout."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while deadline is None or time.monotonic() < deadline:
-            for msg in self.pump(timeout_s=0.05):
-                if on_event is not None:
-                    on_event(msg)
-                if getattr(msg.body, "job", None) != job_id:
-                    continue
-                if isinstance(msg.body, P.Result):
-                    return msg
-                if isinstance(msg.body, P.Error):
-                    raise ClientError(msg.body)
-        raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s (it goes on; `joker-head fetch` "
-                           "picks it up later)")
+        others: list = []
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                for i, msg in enumerate(events := self.pump(timeout_s=0.05)):
+                    if predicate(msg):
+                        others.extend(events[i + 1:])
+                        return msg
+                    others.append(msg)
+            return None
+        finally:
+            self._backlog.extendleft(reversed(others))
 
 
 def save_result(msg: P.Message, folder: Path) -> list[Path]:

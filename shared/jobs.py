@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from shared.config import DistillConfig, ExportConfig, PriorConfig
-from shared.spec import spec
+from .config import DistillConfig, ExportConfig, PriorConfig
+from .spec import spec
 
 MAX_PROMPT = 1000  # characters; CLIP reads 77 tokens, the rest is kept for the record
 MAX_VERTICES = 200_000
@@ -114,8 +114,8 @@ def validate_inputs(kind: JobKind, payloads: dict) -> None:
     """Check input frames against the kind's :class:`InputSpec` list. Raises ``shared.spec.SpecError``."""
     import numpy as np
 
-    from shared.protocol import Blob, Png
-    from shared.spec import SpecError
+    from .protocol import Blob, Png
+    from .spec import SpecError
 
     known = {s.name: s for s in kind.inputs}
     for name in payloads:

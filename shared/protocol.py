@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 
-from shared import png as pngcodec
-from shared.spec import SpecError, from_dict, spec, to_dict
+from . import png as pngcodec
+from .spec import SpecError, from_dict, spec, to_dict
 
 PROTOCOL_VERSION = 1
 JOB_ID = r"[0-9a-f]{32}"  # uuid4().hex: safe as a folder name, never a path

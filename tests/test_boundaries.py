@@ -28,3 +28,11 @@ def test_shared_imports_with_torch_bpy_and_backend_blocked():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_shared_uses_relative_imports_so_the_addon_can_vendor_it():
+    import re
+
+    offenders = [str(p) for p in (REPO / "shared").rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+shared\b", p.read_text(), re.M)]
+    assert not offenders, f"use relative imports inside shared/: {offenders}"

@@ -179,6 +179,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             job = client.submit(args.kind, params, inputs, job_id=args.job_id)
+            client.confirm(job)  # closing the socket right after a send could drop it
             print(job, flush=True)
             if args.wait:
                 result = client.wait(job, on_event=_print_event)
