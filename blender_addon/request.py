@@ -46,7 +46,8 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
         raise ValueError("no head rig: add one with Add Head Rig")
     text = dict(prompt=state.prompt, negative_prompt=state.negative_prompt, seed=state.seed)
     prior = PriorConfig(mode=state.prior_mode)
-    rig_state = rig.rig_state(obj)
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    rig_state = rig.rig_state(obj, depsgraph)
     if kind == "preview":
         params = PreviewParams(**text, cfg=state.preview_cfg, steps=state.preview_steps, az_deg=state.view_az,
                                el_deg=state.view_el, rig=rig_state, prior=prior)

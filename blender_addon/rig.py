@@ -182,23 +182,24 @@ def pose_from_rotation(R: np.ndarray) -> tuple[float, float, float]:
     return pitch, yaw, roll
 
 
-def world_rotation(obj: bpy.types.Object) -> np.ndarray:
-    """float64 [3, 3] the object's world rotation in Blender axes (scale removed)."""
-    return np.array(obj.matrix_world.to_3x3().normalized(), dtype=np.float64)
+def world_rotation(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> np.ndarray:
+    """float64 [3, 3] the object's evaluated world rotation in Blender axes (scale removed)."""
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()  # brings matrix_world up to date
+    return np.array(obj.evaluated_get(depsgraph).matrix_world.to_3x3().normalized(), dtype=np.float64)
 
 
-def head_pose(obj: bpy.types.Object) -> tuple[float, float, float]:
+def head_pose(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> tuple[float, float, float]:
     """The rig's head pose (pitch, yaw, roll) in the head frame: R_head = Mᵀ R_blender M."""
-    R_head = M_HEAD_TO_BLENDER.T @ world_rotation(obj) @ M_HEAD_TO_BLENDER
+    R_head = M_HEAD_TO_BLENDER.T @ world_rotation(obj, depsgraph) @ M_HEAD_TO_BLENDER
     return pose_from_rotation(R_head)
 
 
-def rig_state(obj: bpy.types.Object) -> RigState:
+def rig_state(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> RigState:
     alpha = identity_weights(obj)
     nz = np.flatnonzero(alpha)
     ident = tuple(float(a) for a in alpha[: nz[-1] + 1]) if len(nz) else ()
     return RigState(model=obj.joker_rig.model, identity=ident, expressions=expression_weights(obj),
-                    pose=head_pose(obj), gaze=gaze(obj))
+                    pose=head_pose(obj, depsgraph), gaze=gaze(obj))
 
 
 def posed_vertices(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> np.ndarray:
@@ -216,7 +217,8 @@ def posed_vertices(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgrap
     if len(co) != model.n_vertices * 3:
         raise ValueError(f"rig '{obj.name}': expected {model.n_vertices} vertices, the evaluated mesh has "
                          f"{len(co) // 3} — disable modifiers that change the topology (e.g. Subdivision)")
-    return blender_to_head(co.reshape(-1, 3).astype(np.float64) @ world_rotation(obj).T).astype(np.float32)
+    R = world_rotation(obj, depsgraph)
+    return blender_to_head(co.reshape(-1, 3).astype(np.float64) @ R.T).astype(np.float32)
 
 
 def expected_vertices(obj: bpy.types.Object) -> np.ndarray:

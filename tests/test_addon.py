@@ -1,0 +1,194 @@
+"""The Blender extension, headless with bpy 4.5: build, install into an isolated user folder, rig, request, import,
+render. Each bpy script runs in a subprocess (addon_harness.run_bpy); the zip is built and installed once."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from addon_harness import REPO, bpy_available, run_bpy
+
+sys.path.insert(0, str(REPO))
+import build_addon  # noqa: E402
+
+needs_bpy = pytest.mark.skipif(not bpy_available(), reason="needs the bpy wheel (pip install 'bpy==4.5.*')")
+
+
+@pytest.fixture(scope="session")
+def wheels_dir() -> Path:
+    """The repo's wheel cache, filled from PyPI on the very first run only; every later run is offline."""
+    try:
+        build_addon.download_wheels()
+    except build_addon.BuildError as e:
+        pytest.skip(f"no cached pyzmq wheels and PyPI unreachable: {e}")
+    return build_addon.CACHE_WHEELS
+
+
+@pytest.fixture(scope="session")
+def addon_zip(tmp_path_factory, wheels_dir) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "joker_head.zip"
+    build_addon.build(out, wheels_dir=wheels_dir)
+    return out
+
+
+@pytest.fixture(scope="session")
+def blender_user(tmp_path_factory, addon_zip) -> Path:
+    """A user-resources folder with the extension installed (and its pyzmq wheel) by Blender's own installer."""
+    user = tmp_path_factory.mktemp("blender") / "user"
+    user.mkdir()
+    got = run_bpy(f"""
+        import bpy, sys, json
+        r = bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(addon_zip)!r},
+                                                      enable_on_install=True)
+        print("JOKER_RESULT:" + json.dumps({{"result": list(r), "enabled": list(bpy.context.preferences.addons.keys()),
+              "registered": hasattr(bpy.types.Scene, "joker_head")}}))
+    """, user, prelude=False)
+    assert got["result"] == ["FINISHED"]
+    assert "bl_ext.user_default.joker_head" in got["enabled"] and got["registered"]
+    return user
+
+
+# --- the zip -------------------------------------------------------------------------------------------------------
+def test_zip_layout_manifest_and_wheels(addon_zip):
+    report = build_addon.validate(addon_zip)
+    assert sorted(report.platforms) == ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
+    with zipfile.ZipFile(addon_zip) as zf:
+        names = set(zf.namelist())
+        manifest = zf.read("blender_manifest.toml").decode()
+    assert {"__init__.py", "blender_manifest.toml", "shared/client.py", "shared/morphable.py", "net.py"} <= names
+    assert not any(n.startswith(("backend/", "tests/")) or "__pycache__" in n for n in names)
+    assert "demo_scene.py" not in names  # a repository tool, not part of the extension
+    for platform in build_addon.PLATFORMS:
+        assert any(build_addon.serves(Path(w).name, platform) for w in report.wheels), platform
+    assert 'network = "' in manifest and 'files = "' in manifest
+    if report.rig:
+        assert "data/LICENSE-ICT-FaceKit.txt" in names
+
+
+def test_validation_names_each_problem(addon_zip, tmp_path):
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(addon_zip) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "blender_manifest.toml":
+                data = data.decode().replace('tagline = "', 'tagline = "Much too long a tagline, really far too long '
+                                             'for Blender to accept it. ').encode()
+                data = data.replace(b', "windows-x64"]', b"]")
+            if item.filename == "shared/jobs.py":
+                data = b"import shared.spec\n" + data
+            if not item.filename.endswith("win_amd64.whl"):
+                dst.writestr(item, data)
+    with pytest.raises(build_addon.BuildError) as e:
+        build_addon.validate(broken)
+    text = str(e.value)
+    assert "tagline" in text and "platforms: missing windows-x64" in text
+    assert "shared/jobs.py imports `shared` absolutely" in text
+    assert "which is not in the zip" in text  # the manifest still lists the removed Windows wheel
+
+
+def test_offline_build_needs_every_platform(tmp_path, wheels_dir):
+    partial = tmp_path / "wheels"
+    partial.mkdir()
+    for w in wheels_dir.glob("*manylinux*.whl"):
+        (partial / w.name).write_bytes(w.read_bytes())
+    with pytest.raises(build_addon.BuildError, match="lacks cp311 pyzmq wheels for .*windows-x64"):
+        build_addon.build(tmp_path / "x.zip", wheels_dir=partial, bundle_rig=False)
+
+
+# --- in Blender ---------------------------------------------------------------------------------------------------
+@needs_bpy
+def test_installed_wheel_and_poll_messages(blender_user):
+    got = run_bpy("""
+        import glob, os
+        site = glob.glob(os.path.join(os.environ["BLENDER_USER_RESOURCES"], "extensions", ".local", "lib",
+                                      "python3.*", "site-packages", "zmq", "__init__.py"))
+        msgs = {}
+        for op, setup in (("generate", None), ("cancel", None), ("import_result", None)):
+            try:
+                getattr(bpy.ops.joker_head, op)()
+            except RuntimeError as e:
+                msgs[op] = str(e)
+        prefs = bpy.context.preferences.addons[PKG].preferences
+        prefs.backend_address = "tcp://10.11.12.13:5555"
+        try:
+            bpy.ops.joker_head.test_connection()
+        except RuntimeError as e:
+            msgs["remote"] = str(e)
+        report(site=site, msgs=msgs, online=bpy.app.online_access, local=mod("net").is_local("tcp://127.0.0.1:1"))
+    """, blender_user)
+    assert got["site"], "Blender did not install the bundled pyzmq wheel"
+    assert "Add a head rig first" in got["msgs"]["generate"]
+    assert "No job is running" in got["msgs"]["cancel"]
+    assert "No finished 3D result" in got["msgs"]["import_result"]
+    assert not got["online"] and "Online access is off" in got["msgs"]["remote"] and "10.11.12.13" in got["msgs"]["remote"]
+    assert got["local"]
+
+
+RIG_SCRIPT = """
+    from pathlib import Path
+    rig = mod("rig")
+    bpy.ops.joker_head.add_rig()
+    scene = bpy.context.scene
+    obj = scene.joker_head.rig
+    model = rig.model_for(obj)
+    keys = [kb.name for kb in obj.data.shape_keys.key_blocks]
+    obj.location = (0.4, -0.2, 1.1)
+    obj.scale = (1.5, 1.5, 1.5)
+    bpy.ops.joker_head.apply_preset(preset="smile")
+    obj.data.shape_keys.key_blocks["jawOpen"].value = 0.5
+    obj.rotation_euler = (0.15, -0.1, 0.3)   # XZY: pitch 0.15, roll 0.1, yaw 0.3
+    obj.joker_rig.gaze_yaw, obj.joker_rig.gaze_pitch = 0.25, -0.1
+    obj.joker_rig.identity[0].value, obj.joker_rig.identity[5].value = 1.2, -0.8
+"""
+
+
+@needs_bpy
+def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
+    out = tmp_path / "request.npz"
+    got = run_bpy(RIG_SCRIPT + f"""
+    t0 = time.perf_counter()
+    req = mod("request").build(scene, "generate")
+    build_s = time.perf_counter() - t0
+    scene.joker_head.normal_map_res = 128
+    bpy.ops.joker_head.refresh_normal_map()
+    img = mod("images").read_image(bpy.data.images["Joker Normal Map"])[..., :3]
+    from dataclasses import asdict
+    np.savez({str(out)!r}, vertices=req.inputs["vertices"], faces=req.inputs["faces"], image=img)
+    report(keys=keys, expressions=model.expression_names, params=mod("shared.spec").to_dict(req.params),
+           inputs=sorted(req.inputs), prompt=scene.joker_head.prompt, build_s=build_s)
+    """, blender_user)
+    from shared.conventions import orbit_camera
+    from shared.jobs import GenerateParams
+    from shared.morphable import MorphableModel
+    from shared.presets import preset_weights
+    from shared.raster import render_normal_map
+    from shared.spec import from_dict
+
+    model = MorphableModel.load(ict_npz)
+    assert got["keys"][:2] == ["Basis", "Neutral"] and got["keys"][2:] == model.expression_names
+    params = from_dict(GenerateParams, got["params"])
+    rig = params.rig
+    expected_expr = {**preset_weights("smile", model.expression_names), "jawOpen": 0.5}
+    assert rig.expressions.keys() == expected_expr.keys()
+    assert all(abs(rig.expressions[k] - v) < 1e-6 for k, v in expected_expr.items())
+    assert np.allclose(rig.pose, (0.15, 0.3, 0.1), atol=1e-6)  # (pitch, yaw, roll) from the object's rotation
+    assert np.allclose(rig.gaze, (0.25, -0.1), atol=1e-6) and rig.identity[0] == pytest.approx(1.2)
+    assert "smiling" in got["prompt"]  # the preset suggested its prompt
+    assert got["inputs"] == ["faces", "vertices"]
+
+    data = np.load(out)
+    expected = model.evaluate(rig.identity, rig.expressions, rig.pose, rig.gaze)  # location/scale are not sent
+    assert data["vertices"].dtype == np.float32 and data["vertices"].shape == expected.shape
+    np.testing.assert_allclose(data["vertices"], expected, atol=2e-6)
+    assert np.array_equal(data["faces"], model.normal_region_faces)
+    camera = orbit_camera(0.0, 0.0, res=128)
+    reference = render_normal_map(expected, model.normal_region_faces, camera)
+    sent = render_normal_map(data["vertices"], data["faces"], camera)
+    assert (reference > 0).any(axis=-1).mean() > 0.2  # the face fills the view
+    assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3  # float32 rounding only
+    assert np.array_equal(data["image"], sent)  # the panel's live preview is exactly the request's normal map
