@@ -52,6 +52,20 @@ def place_on(obj: bpy.types.Object, rig: Optional[bpy.types.Object]) -> None:
     rig.hide_render = True
 
 
+def _upstream_image(node: bpy.types.Node, depth: int = 6) -> Optional[bpy.types.Image]:
+    """The first Image Texture with pixels feeding ``node`` (through mix or colour nodes), else None."""
+    if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
+        return node.image
+    if depth == 0:
+        return None
+    for socket in node.inputs:
+        for link in socket.links:
+            image = _upstream_image(link.from_node, depth - 1)
+            if image is not None:
+                return image
+    return None
+
+
 def textured_material(obj: bpy.types.Object) -> Optional[bpy.types.Material]:
     """The first material whose Principled BSDF Base Color comes from an Image Texture with pixels, else None."""
     for slot in obj.material_slots:
@@ -59,10 +73,7 @@ def textured_material(obj: bpy.types.Object) -> Optional[bpy.types.Material]:
         if mat is None or not mat.use_nodes:
             continue
         for node in mat.node_tree.nodes:
-            if node.type != "BSDF_PRINCIPLED":
-                continue
-            for link in node.inputs["Base Color"].links:
-                src = link.from_node
-                if src.type == "TEX_IMAGE" and src.image is not None and src.image.size[0] > 0:
-                    return mat
+            if node.type == "BSDF_PRINCIPLED" and any(
+                    _upstream_image(link.from_node) is not None for link in node.inputs["Base Color"].links):
+                return mat
     return None

@@ -242,14 +242,20 @@ def _on_result(scene, job, msg) -> None:
 
 
 def import_result(scene: bpy.types.Scene, job_id: str) -> None:
-    """Run the import operator (one undo step), with a window in the context when called from a timer."""
+    """Import from the pump as its own undo step. Operators called from Python push no undo step themselves, so
+    push one before (the scene as the result arrived) and one after; give a timer's context a window."""
+    def run() -> None:
+        bpy.ops.ed.undo_push(message="Joker Head result arrived")
+        bpy.ops.joker_head.import_result(job_id=job_id)
+        bpy.ops.ed.undo_push(message="Import Joker Head")
+
     wm = bpy.context.window_manager
     if bpy.context.window is None and wm.windows:
         window = wm.windows[0]
         with bpy.context.temp_override(window=window, screen=window.screen, scene=scene):
-            bpy.ops.joker_head.import_result(job_id=job_id)
+            run()
     else:
-        bpy.ops.joker_head.import_result(job_id=job_id)
+        run()
 
 
 def results_dir(job_id: str) -> Path:

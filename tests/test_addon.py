@@ -192,3 +192,77 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
     assert (reference > 0).any(axis=-1).mean() > 0.2  # the face fills the view
     assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3  # float32 rounding only
     assert np.array_equal(data["image"], sent)  # the panel's live preview is exactly the request's normal map
+
+
+IMPORT_SCRIPT = """
+    import importlib.util, trimesh
+    from PIL import Image
+    from mathutils import Matrix
+    spec = importlib.util.spec_from_file_location("demo_scene", {demo!r})
+    demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo)
+
+    # A stand-in result: the posed face region as a UV-textured GLB in the head frame, as the backend writes it.
+    req = mod("request").build(scene, "generate")
+    v, f = req.inputs["vertices"], req.inputs["faces"]
+    used = np.unique(f)
+    remap = np.zeros(len(v), np.int64); remap[used] = np.arange(len(used))
+    verts, faces = v[used], remap[f]
+    uv = (verts[:, :2] - verts[:, :2].min(0)) / np.ptp(verts[:, :2], axis=0)
+    tex = np.zeros((64, 64, 3), np.uint8); tex[..., 0] = np.linspace(80, 255, 64)[None]; tex[..., 1] = 120
+    mesh = trimesh.Trimesh(verts, faces, process=False,
+                           visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(tex)))
+    glb = Path({glb!r}); mesh.export(glb)
+
+    state = scene.joker_head
+    job = state.jobs.add()
+    job.job_id, job.kind, job.state, job.result_path, job.rig_name = "ab" * 16, "generate", "done", str(glb), obj.name
+    state.generate_job = job.job_id
+    n_before = len(bpy.data.objects)
+    mod("net").import_result(scene, job.job_id)
+    head = bpy.data.objects["Joker Head " + job.job_id[:8]]
+
+    dg = bpy.context.evaluated_depsgraph_get()
+    rig_world = np.array([obj.matrix_world @ vv.co for vv in obj.evaluated_get(dg).to_mesh().vertices])[used]
+    head_world = np.array([head.matrix_world @ vv.co for vv in head.data.vertices])
+    mat = mod("importer").textured_material(head)
+    mat = mat.name if mat else None
+    placed = dict(rig_min=rig_world.min(0).tolist(), rig_max=rig_world.max(0).tolist(),
+                  head_min=head_world.min(0).tolist(), head_max=head_world.max(0).tolist())
+    hidden = (obj.hide_get(), obj.hide_render, obj.name in bpy.data.objects)
+    same_collection = head.users_collection[0] == obj.users_collection[0]
+
+    head_name, rig_name = head.name, obj.name
+    bpy.ops.ed.undo()
+    after_undo = dict(head_gone=head_name not in bpy.data.objects, n=len(bpy.data.objects), n_before=n_before,
+                      rig_visible=not bpy.data.objects[rig_name].hide_get())
+    bpy.ops.ed.redo()
+    scene, rig_obj = bpy.context.scene, bpy.data.objects[rig_name]
+    redone = head_name in bpy.data.objects and rig_obj.hide_get()
+
+    origin = Matrix.Translation(rig_obj.matrix_world.translation)
+    demo.add_camera(scene, 64, origin)
+    demo.add_lights(scene, origin)
+    px = demo.render(scene, Path({png!r}), samples=4, transparent=True)
+    covered = px[..., 3] > 0.5
+    report(uv_layers=len(bpy.data.objects[head_name].data.uv_layers), material=mat,
+           placed=placed, hidden=hidden, same_collection=same_collection, undo=after_undo, redone=redone,
+           coverage=float(covered.mean()), head_rgb=px[covered][:, :3].mean(0).tolist())
+"""
+
+
+@needs_bpy
+def test_import_lands_on_rig_renders_in_cycles_and_undoes(blender_user, ict_npz, tmp_path):
+    script = RIG_SCRIPT + IMPORT_SCRIPT.format(demo=str(REPO / "blender_addon" / "demo_scene.py"),
+                                               glb=str(tmp_path / "result.glb"), png=str(tmp_path / "render.png"))
+    got = run_bpy(script, blender_user)
+    p = got["placed"]
+    np.testing.assert_allclose(p["head_min"], p["rig_min"], atol=1e-4)  # same frame, scale and place as the rig
+    np.testing.assert_allclose(p["head_max"], p["rig_max"], atol=1e-4)
+    assert got["material"] is not None, "no Principled BSDF with an image texture on Base Color"
+    assert got["hidden"] == [True, True, True]  # hidden in viewport and render, not deleted
+    assert got["same_collection"]
+    assert 0.05 < got["coverage"] < 0.95, got["coverage"]  # the head is in the frame and not everywhere
+    assert max(got["head_rgb"]) > 0.02  # lit and textured, not black
+    assert got["uv_layers"] >= 1
+    assert got["undo"]["head_gone"] and got["undo"]["rig_visible"] and got["undo"]["n"] == got["undo"]["n_before"]
+    assert got["redone"]
