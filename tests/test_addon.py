@@ -266,3 +266,123 @@ def test_import_lands_on_rig_renders_in_cycles_and_undoes(blender_user, ict_npz,
     assert got["uv_layers"] >= 1
     assert got["undo"]["head_gone"] and got["undo"]["rig_visible"] and got["undo"]["n"] == got["undo"]["n_before"]
     assert got["redone"]
+
+
+# --- end to end: a backend process driven by the add-on's operators ------------------------------------------------
+def start_backend(tmp_path: Path, step_s: float = 0.05):
+    from addon_harness import Backend
+
+    backend = Backend(tmp_path / "jobs", [sys.executable, str(REPO / "tests" / "addon_fake_backend.py"),
+                                          "--step-s", str(step_s)])
+    backend.wait_ready()
+    return backend
+
+
+E2E_SCRIPT = """
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.backend_address = {endpoint!r}
+    prefs.results_dir = {results!r}
+    net = mod("net")
+    state = scene.joker_head
+    ref = bpy.data.images.new("portrait", 48, 40)
+    ref.pixels.foreach_set(np.tile([0.8, 0.6, 0.5, 1.0], 48 * 40).astype(np.float32))
+    state.reference = ref
+    state.prompt, state.prior_mode, state.quality, state.seed = "laughing, tongue out", "oracle", "draft", 7
+
+    bpy.ops.joker_head.test_connection()
+    pump_until(lambda: state.connected, 20, "connection test")
+    status = state.status
+    bpy.ops.joker_head.generate()
+    job_id = state.generate_job
+    job = lambda: mod("props").find_job(bpy.context.scene, job_id)
+    pump_until(lambda: job().state == "running", 60, "first progress")
+
+    # Save, drop the connection, reopen: the file remembers the job and the add-on reattaches to it.
+    blend = {blend!r}
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    net.close()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    reattached = net._session is not None and job_id in net._session.client.jobs
+    seen = dict(overall=[], eta=[], stages=set())
+    def done():
+        j = job()
+        seen["overall"].append(j.overall); seen["eta"].append(j.eta_s); seen["stages"].add(j.stage)
+        return j.state in ("done", "failed", "cancelled") and (j.imported or j.state != "done")
+    pump_until(done, {timeout}, "the generate job")
+    scene = bpy.context.scene
+    j = job()
+    rig_obj = scene.joker_head.rig
+    heads = [o for o in bpy.data.objects if o.name.startswith("Joker Head")]
+    head = heads[0] if heads else None
+    info = dict(state=j.state, error=j.error, hint=j.hint, result=j.result_path, imported=j.imported,
+                job_id=job_id, status=status, reattached=reattached, overall=seen["overall"],
+                eta=seen["eta"], stages=sorted(seen["stages"]), progress_image="Joker Progress" in bpy.data.images)
+    if head is not None:
+        dg = bpy.context.evaluated_depsgraph_get()
+        info.update(material=(mod("importer").textured_material(head) or bpy.types.Material).name if
+                    mod("importer").textured_material(head) else None,
+                    uv_layers=len(head.data.uv_layers), rig_hidden=rig_obj.hide_get(), rig_exists=True,
+                    head_centre=list(np.mean([head.matrix_world @ v.co for v in head.data.vertices], axis=0)),
+                    rig_location=list(rig_obj.matrix_world.translation))
+        head_name, rig_name = head.name, rig_obj.name
+        bpy.ops.ed.undo()
+        info["undo"] = (head_name not in bpy.data.objects, not bpy.data.objects[rig_name].hide_get())
+        bpy.ops.ed.redo()
+        from mathutils import Matrix
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("demo_scene", {demo!r})
+        demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo)
+        scene = bpy.context.scene
+        origin = Matrix.Translation(bpy.data.objects[rig_name].matrix_world.translation)
+        demo.add_camera(scene, 64, origin)
+        demo.add_lights(scene, origin)
+        px = demo.render(scene, Path({png!r}), samples=4, transparent=False)
+        bpy.data.objects[head_name].hide_render = True
+        bg = demo.render(scene, Path({png!r}).with_name("background.png"), samples=4, transparent=False)
+        info["differs"] = float((np.abs(px - bg).max(axis=-1) > 0.02).mean())
+    report(**info)
+"""
+
+
+@needs_bpy
+@pytest.mark.slow
+def test_end_to_end_generate_reattach_import_render(blender_user, ict_npz, tmp_path):
+    backend = start_backend(tmp_path, step_s=0.3)
+    try:
+        got = run_bpy(RIG_SCRIPT + E2E_SCRIPT.format(
+            endpoint=backend.endpoint, results=str(tmp_path / "results"), blend=str(tmp_path / "scene.blend"),
+            timeout=180, demo=str(REPO / "blender_addon" / "demo_scene.py"), png=str(tmp_path / "render.png")),
+            blender_user, timeout=400)
+    finally:
+        backend.stop()
+    assert got["state"] == "done", (got["error"], got["hint"], backend.log.read_text()[-2000:])
+    assert got["status"].startswith("connected to")
+    assert got["reattached"]
+    assert got["result"].endswith("result.glb") and Path(got["result"]).is_file() and got["imported"]
+    assert max(got["overall"]) > 0.3 and any(e > 0 for e in got["eta"]) and got["progress_image"]
+    assert got["material"] and got["uv_layers"] >= 1
+    assert got["rig_hidden"] and got["undo"] == [True, True]
+    assert 0.0 < got["differs"] < 0.95  # the head shows in the Cycles render
+    assert np.linalg.norm(np.subtract(got["head_centre"], got["rig_location"])) < 0.1  # landed on the rig
+
+    # What the server received is the posed rig: its normal map is the shared renderer's of the model's evaluation.
+    from shared.conventions import orbit_camera
+    from shared.jobs import GenerateParams
+    from shared.morphable import MorphableModel
+    from shared.png import decode_png
+    from shared.raster import render_normal_map
+    from shared.spec import from_dict
+
+    job_dir = tmp_path / "jobs" / got["job_id"]
+    request = json.loads((job_dir / "request.json").read_text())
+    params = from_dict(GenerateParams, request["params"])
+    assert params.prior.mode == "oracle" and params.distill.preset == "draft" and params.prompt.startswith("laughing")
+    vertices = np.fromfile(job_dir / "inputs" / "vertices.bin", dtype="<f4").reshape(-1, 3)
+    faces = np.fromfile(job_dir / "inputs" / "faces.bin", dtype="<i4").reshape(-1, 3)
+    model = MorphableModel.load(ict_npz)
+    rig = params.rig
+    expected = model.evaluate(rig.identity, rig.expressions, rig.pose, rig.gaze)
+    camera = orbit_camera(10.0, 5.0, res=96)
+    sent, reference = render_normal_map(vertices, faces, camera), render_normal_map(expected, faces, camera)
+    assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3
+    assert decode_png((job_dir / "inputs" / "reference.bin").read_bytes()).shape == (40, 48, 3)
