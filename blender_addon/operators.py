@@ -139,7 +139,8 @@ class JOKER_OT_reset_identity(_RigOperator):
 
 
 class JOKER_OT_refresh_normal_map(_RigOperator):
-    """Render the normal map the prior will see (shared renderer, the panel's view) into an Image"""
+    """Render the normal map the prior will see (shared renderer, the panel's view) into an Image, in the
+    background"""
 
     bl_idname = "joker_head.refresh_normal_map"
     bl_label = "Refresh Normal Map"
@@ -148,7 +149,8 @@ class JOKER_OT_refresh_normal_map(_RigOperator):
     def execute(self, context):
         from . import live
 
-        live.render_normal_map(context.scene, context.evaluated_depsgraph_get())
+        if not live.start_render(context.scene):
+            self.report({"INFO"}, "A normal-map render is already running")
         return {"FINISHED"}
 
 

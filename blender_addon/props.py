@@ -90,7 +90,7 @@ class JokerState(bpy.types.PropertyGroup):
                            description="view of the 2D preview and the normal map, degrees")
     view_el: FloatProperty(name="Elevation", default=0.0, min=-60.0, max=60.0,
                            description="view of the 2D preview and the normal map, degrees")
-    normal_map_res: IntProperty(name="Normal Map Size", default=256, min=64, max=512,
+    normal_map_res: IntProperty(name="Normal Map Size", default=512, min=64, max=1024,
                                 description="live normal-map preview size (the prior sees 512)")
     auto_normal_map: BoolProperty(name="Live", default=True,
                                   description="re-render the normal-map preview when the rig changes")

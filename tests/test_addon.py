@@ -155,7 +155,8 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
     req = mod("request").build(scene, "generate")
     build_s = time.perf_counter() - t0
     scene.joker_head.normal_map_res = 128
-    bpy.ops.joker_head.refresh_normal_map()
+    bpy.ops.joker_head.refresh_normal_map()  # the panel's button renders in a worker thread
+    mod("live").collect(wait=True)
     img = mod("images").read_image(bpy.data.images["Joker Normal Map"])[..., :3]
     from dataclasses import asdict
     np.savez({str(out)!r}, vertices=req.inputs["vertices"], faces=req.inputs["faces"], image=img)
@@ -386,3 +387,57 @@ def test_end_to_end_generate_reattach_import_render(blender_user, ict_npz, tmp_p
     sent, reference = render_normal_map(vertices, faces, camera), render_normal_map(expected, faces, camera)
     assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3
     assert decode_png((job_dir / "inputs" / "reference.bin").read_bytes()).shape == (40, 48, 3)
+
+
+FAILURE_SCRIPT = """
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    state = scene.joker_head
+    net = mod("net")
+    job = lambda job_id: mod("props").find_job(bpy.context.scene, job_id)
+
+    # Nobody listening: the connection test gives up after the timeout and says what to check.
+    prefs.timeout_s, prefs.backend_address = 1.0, "tcp://127.0.0.1:{dead_port}"
+    bpy.ops.joker_head.test_connection()
+    t0 = time.monotonic()
+    pump_until(lambda: state.status.startswith("no reply"), 10, "the connection test timeout")
+    dead = dict(status=state.status, waited=time.monotonic() - t0, connected=state.connected)
+
+    # Cancel a running job.
+    prefs.timeout_s, prefs.backend_address = 10.0, {endpoint!r}
+    bpy.ops.joker_head.generate()
+    gen = state.generate_job
+    pump_until(lambda: job(gen).state == "running", 60, "the job to start")
+    blocked = None
+    try:
+        bpy.ops.joker_head.generate()
+    except RuntimeError as e:
+        blocked = str(e)
+    bpy.ops.joker_head.cancel()
+    pump_until(lambda: job(gen).state == "cancelled", 30, "the cancel")
+
+    # A failure reported by the backend reaches the panel with its hint.
+    state.prior_mode = "joker"
+    bpy.ops.joker_head.preview()
+    prev = state.preview_job
+    pump_until(lambda: job(prev).state == "failed", 60, "the preview failure")
+    report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message,
+           error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None)
+"""
+
+
+@needs_bpy
+def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_path):
+    from addon_harness import free_port
+
+    backend = start_backend(tmp_path, step_s=1.0)
+    try:
+        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint),
+                      blender_user)
+    finally:
+        backend.stop()
+    assert "is `joker-head serve` running" in got["dead"]["status"] and not got["dead"]["connected"]
+    assert 0.9 < got["dead"]["waited"] < 5
+    assert "A generate job is running" in got["blocked"]
+    assert got["cancelled"] == "cancelled"
+    assert got["error"] and got["hint"]  # e.g. unknown kind or missing weights, each with what to do
+    assert got["timer"]  # nothing in flight: the timer stops
