@@ -63,6 +63,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
         v, f, clean_info = surface.keep_head(v, f, grid, cfg.keep_fraction)
     with _timed(t, "decimate", progress):
         v, f = surface.decimate(v, f, cfg.faces)
+        info["open_edges"] = surface.open_edges(f)
         n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
     with _timed(t, "unwrap", progress):
         uw = unwrap_mod.unwrap(v, f, cfg.texture, cfg.padding, cfg.uv_patches)

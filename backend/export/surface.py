@@ -85,13 +85,61 @@ def keep_head(v: np.ndarray, f: np.ndarray, grid: Grid, keep_fraction: float) ->
 
 
 def decimate(v: np.ndarray, f: np.ndarray, faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quadric decimation to about ``faces`` triangles (no-op when the mesh is already small enough)."""
+    """Quadric decimation to about ``faces`` triangles (no-op when the mesh is already small enough).
+
+    Collapses across thin parts can pinch two sheets onto one edge; :func:`split_pinches` separates them again.
+    Where that leaves open edges (chains of pinched edges), gentler settings are tried; the result with the fewest
+    open edges wins (0 for every mesh we have seen)."""
     if len(f) <= faces:
         return v, f
     import fast_simplification
 
-    v2, f2 = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32), target_count=faces)
-    return v2.astype(np.float64), f2.astype(np.int64)
+    best = None
+    for agg in (7.0, 5.0, 3.0):  # fast_simplification's default aggressiveness first
+        v2, f2 = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32), target_count=faces, agg=agg)
+        v2, f2 = split_pinches(v2.astype(np.float64), f2.astype(np.int64))
+        n_open = open_edges(f2)
+        if best is None or n_open < best[0]:
+            best = (n_open, v2, f2)
+        if n_open == 0:
+            break
+    return best[1], best[2]
+
+
+def open_edges(f: np.ndarray) -> int:
+    """Edges used by one face only (0 for a closed mesh)."""
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return int((counts == 1).sum())
+
+
+def split_pinches(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Give every fan of faces around a vertex its own copy of the vertex, where fans meet only at non-manifold
+    edges or at a single vertex. Corners (face, vertex) are joined across edges shared by exactly two faces; each
+    connected set of corners becomes one output vertex. Returns (vertices [V', 3], faces [F, 3])."""
+    F = len(f)
+    corner = np.arange(3 * F).reshape(F, 3)
+    k0, k1 = np.array([0, 1, 2]), np.array([1, 2, 0])
+    e = np.sort(np.stack([f[:, k0], f[:, k1]], axis=-1).reshape(-1, 2), axis=1)  # [3F, 2], edge k of face i at 3i+k
+    _, inverse, counts = np.unique(e, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    manifold = np.flatnonzero(counts[inverse] == 2)
+    order = manifold[np.argsort(inverse[manifold], kind="stable")]
+    a, b = order[0::2], order[1::2]  # the two face-edges of each manifold edge
+    fa, ka, fb, kb = a // 3, a % 3, b // 3, b % 3
+    src, dst = [], []
+    for ca, cb in (((fa, ka), (fb, kb)), ((fa, k1[ka]), (fb, k1[kb]))):
+        va = f[ca[0], ca[1]]
+        # the same vertex sits at corner kb or k1[kb] of face fb
+        other = np.where(f[fb, kb] == va, corner[fb, kb], corner[fb, k1[kb]])
+        src.append(corner[ca[0], ca[1]])
+        dst.append(other)
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(3 * F, 3 * F))
+    n, label = connected_components(graph, directed=False)
+    pos = np.zeros((n, 3))
+    pos[label] = v[f.reshape(-1)]
+    return pos, label.reshape(F, 3)
 
 
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
