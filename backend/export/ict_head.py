@@ -51,18 +51,23 @@ def region_mesh(v: np.ndarray, tri: np.ndarray, regions: dict, names: tuple[str,
     return m
 
 
-def _cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
-    """Close each boundary loop with a fan around its centroid (the neck) and orient the result outward."""
+def _cap(m: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Fans closing each boundary loop of ``m`` around the loop's centroid (the neck hole), unoriented."""
     edges = m.edges_sorted
     boundary = edges[trimesh.grouping.group_rows(edges, require_count=1)]
-    faces, verts = [m.faces], [m.vertices]
-    n = len(m.vertices)
+    faces, verts, n = [], [m.vertices], len(m.vertices)
     for loop in trimesh.graph.connected_components(boundary, min_len=3):
-        centre = m.vertices[loop].mean(axis=0)
-        verts.append(centre[None])
-        faces.append(np.array([[a, b, n] for a, b in boundary if a in set(loop)]))
+        verts.append(m.vertices[loop].mean(axis=0)[None])
+        members = set(loop)
+        faces.append(np.array([[a, b, n] for a, b in boundary if a in members]))
         n += 1
-    capped = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=True)
+    return trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
+
+
+def _cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
+    """``m`` closed with :func:`_cap` and oriented outward."""
+    cap = _cap(m)
+    capped = trimesh.Trimesh(cap.vertices, np.concatenate([m.faces, cap.faces]), process=True)
     trimesh.repair.fix_normals(capped)
     return capped
 
@@ -79,9 +84,13 @@ def head_body(npz: Path) -> list[trimesh.Trimesh]:
 
 
 def skin_samples(npz: Path, count: int, seed: int = 0) -> np.ndarray:
-    """float64 [count, 3] points spread evenly (by area) on the visible skin of the true head."""
+    """float64 [count, 3] points spread evenly (by area) on the visible skin of the true head, neck cap included
+    (the field closes the neck there, so the exported mesh does too)."""
     v, tri, regions = load_ict(npz)
-    pts, _ = trimesh.sample.sample_surface(region_mesh(v, tri, regions, SKIN), count, seed=seed)
+    shell = region_mesh(v, tri, regions, SHELL)
+    cap = _cap(shell)
+    skin = trimesh.util.concatenate([region_mesh(v, tri, regions, SKIN), trimesh.Trimesh(cap.vertices, cap.faces)])
+    pts, _ = trimesh.sample.sample_surface(skin, count, seed=seed)
     return pts
 
 
