@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from shared.spec import spec
+from ..spec import spec
 
 FORMATS = ("glb", "glb+obj")
 
