@@ -1,7 +1,7 @@
 """The true ICT-FaceKit head as a field: the stand-in for an oracle distillation in tests and the benchmark.
 
 The rig data (``ict_facekit_f16.npz``: centimetres, +Y up, +Z forward) becomes the head frame of
-``shared.conventions``: metres, origin at the centroid of the neutral face region. The closed body is the skin
+``shared.conventions``: metres, origin where the rig converter (``shared.ict``) puts it. The closed body is the skin
 (face + head_neck) with the mouth and eye sockets and the eyeballs, the neck hole capped; its signed distance is
 sampled on a grid (exact distances to dense surface samples in a narrow band, flood-fill signs elsewhere) and
 turned into a NeRF-like density by :class:`backend.export.reference_fields.GridSDFField`.
@@ -18,27 +18,21 @@ from scipy.spatial import cKDTree
 
 from backend.export.reference_fields import GridSDFField
 from shared.conventions import NERF_BOUND_RADIUS_M
+from shared.ict import REGIONS, arrays_from_archive
 
-CM = 0.01
 SHELL = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")
 EYES = ("eyeball_L", "eyeball_R")
 SKIN = ("face", "head_neck")  # the visible surface the Chamfer distance is measured against
 
 
-def _triangles(quads: np.ndarray) -> np.ndarray:
-    tri = quads[:, [0, 1, 2]]
-    quad = quads[:, 3] >= 0
-    return np.concatenate([tri, quads[quad][:, [0, 2, 3]]])
-
-
 def load_ict(npz: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
-    """Neutral vertices float64 [V, 3] (head frame, metres), triangles int [F, 3], region vertex ranges."""
-    d = np.load(npz)
-    regions = {str(n): (int(a), int(b)) for n, (a, b) in zip(d["region_names"], d["region_vertex_ranges"])}
-    v = d["neutral"].astype(np.float64) * CM
-    a, b = regions["face"]
-    v -= v[a:b + 1].mean(axis=0)  # origin: the centroid of the front-face region (shared.conventions)
-    return v, _triangles(d["faces"]), regions
+    """Neutral vertices float64 [V, 3] (head frame, metres, the rig's origin), triangles int [F, 3], region ranges.
+
+    Goes through the rig converter (``shared.ict``), so the origin is exactly the rig's."""
+    with np.load(npz) as d:
+        arrays = arrays_from_archive({k: d[k] for k in d.files})
+    return arrays["neutral"].astype(np.float64), arrays["faces"].astype(np.int64), \
+        {name: (a, b) for name, a, b in REGIONS}
 
 
 def region_mesh(v: np.ndarray, tri: np.ndarray, regions: dict, names: tuple[str, ...]) -> trimesh.Trimesh:
