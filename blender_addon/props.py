@@ -82,6 +82,10 @@ class JokerState(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0, description="the same seed reproduces the result")
     quality: EnumProperty(name="Quality", items=quality.enum_items(), default=quality.default_preset(),
                           description="distillation preset; the estimate is for one H100-class GPU")
+    faces: IntProperty(name="Faces", default=50_000, min=500, max=1_000_000,
+                       description="triangle count of the exported head")
+    texture: EnumProperty(name="Texture", default="1024", description="texture width and height in pixels",
+                          items=[(str(n), f"{n} px", "") for n in (256, 512, 1024, 2048, 4096)])
     prior_mode: EnumProperty(name="Prior", default="joker", items=[
         ("joker", "Joker", "the authors' checkpoint"),
         ("free", "Training-free", "any SD1.5 with a normal ControlNet"),

@@ -53,7 +53,8 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
                                el_deg=state.view_el, rig=rig_state, prior=prior)
     elif kind == "generate":
         params = GenerateParams(**text, cfg=state.cfg, rig=rig_state, prior=prior,
-                                distill=DistillConfig(preset=state.quality), export=ExportConfig())
+                                distill=DistillConfig(preset=state.quality),
+                                export=ExportConfig(faces=state.faces, texture=int(state.texture)))
     else:
         raise ValueError(f"kind: expected preview or generate, received {kind!r}")
     return Request(kind, check(params), inputs_for(state, obj, depsgraph))

@@ -135,6 +135,9 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
         row.prop(state, "preview_steps")
         layout.prop(state, "quality")
         layout.label(text=f"Estimated time: {quality.estimate(state.quality)} on one H100-class GPU", icon="TIME")
+        row = layout.row(align=True)
+        row.prop(state, "faces")
+        row.prop(state, "texture", text="")
         layout.prop(state, "prior_mode")
         row = layout.row(align=True)
         row.scale_y = 1.4
