@@ -57,7 +57,10 @@ class JOKER_OT_add_rig(bpy.types.Operator):
         except (OSError, ValueError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        context.scene.joker_head.rig = obj
+        state = context.scene.joker_head
+        if not state.jobs:  # a fresh scene takes the preferred quality
+            state.quality = prefs.get(context).default_quality
+        state.rig = obj
         self.report({"INFO"}, f"Added {obj.name}: {len(obj.data.vertices)} vertices, "
                               f"{len(obj.data.shape_keys.key_blocks) - 2} expressions")
         return {"FINISHED"}

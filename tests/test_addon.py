@@ -441,3 +441,55 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     assert got["cancelled"] == "cancelled"
     assert got["error"] and got["hint"]  # e.g. unknown kind or missing weights, each with what to do
     assert got["timer"]  # nothing in flight: the timer stops
+
+
+UI_SCRIPT = """
+    # Panels do not draw headless: draw them into a layout that checks every property and operator they name.
+    class Layout:
+        def __init__(self, log): self.log = log
+        def __getattr__(self, name):
+            if name in ("row", "column", "box", "split", "grid_flow"):
+                return lambda *a, **k: Layout(self.log)
+            def call(*args, **kw):
+                if name in ("prop", "template_ID", "template_list"):
+                    data, prop = (args[0], args[1]) if name != "template_list" else (args[2], args[3])
+                    if prop not in data.bl_rna.properties:
+                        raise AttributeError(f"{type(data).__name__} has no property {prop}")
+                if name in ("operator", "operator_menu_enum"):
+                    cat, op = args[0].split(".")
+                    getattr(getattr(bpy.ops, cat), op).get_rna_type()
+                self.log.append(name + ":" + str(kw.get("text", args[1] if len(args) > 1 and isinstance(args[1], str) else "")))
+                return Layout(self.log)
+            return call
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+    from types import SimpleNamespace
+    ui = mod("ui")
+    state = scene.joker_head
+    job = state.jobs.add()
+    job.job_id, job.kind, job.state, job.stage, job.step, job.total, job.overall, job.eta_s = (
+        "cd" * 16, "generate", "running", "distill", 3, 10, 0.25, 125.0)
+    job.error, job.hint = "out of memory", "choose a smaller preset"
+    state.generate_job = job.job_id
+    mod("images").write_image("Joker Progress", np.zeros((8, 8, 3), np.uint8))
+    logs = {}
+    for cls in ui.CLASSES:
+        log = []
+        if cls.poll(bpy.context) if hasattr(cls, "poll") else True:
+            cls.draw(SimpleNamespace(layout=Layout(log), draw_job=getattr(cls, "draw_job", None)), bpy.context)
+        logs[cls.__name__] = log
+    report(logs=logs)
+"""
+
+
+@needs_bpy
+def test_panels_draw_every_control(blender_user, ict_npz):
+    got = run_bpy(RIG_SCRIPT + UI_SCRIPT, blender_user)
+    logs = got["logs"]
+    generate = logs["JOKER_PT_generate"]
+    assert "progress:distill 3/10" in generate and any(e.startswith("progress:overall 25 %  ETA 2 min 05 s")
+                                                       for e in generate)
+    assert "label:out of memory" in generate and "label:choose a smaller preset" in generate
+    assert any(e.startswith("template_icon") for e in generate)  # the streamed preview is shown
+    assert any(e.startswith("template_list") for e in logs["JOKER_PT_rig"])
+    assert any("Contacts tcp://127.0.0.1:5555 (this machine)" in e for e in logs["JOKER_PT_main"])
