@@ -35,8 +35,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from shared.conventions import euler_to_matrix
-from shared.spec import SpecError
+from .conventions import euler_to_matrix
+from .spec import SpecError
 
 FORMAT_KIND = "joker-head-morphable"
 FORMAT_VERSION = 1
@@ -131,7 +131,7 @@ class MorphableModel:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         if "kind" not in arrays and "identity_deltas" in arrays:  # the team's ICT archive
-            from shared.ict import arrays_from_archive
+            from .ict import arrays_from_archive
             arrays = arrays_from_archive(arrays)
         elif str(arrays.get("kind", "")) != FORMAT_KIND:
             raise SpecError("rig file", f"a {FORMAT_KIND} .npz", f"{path.name} with arrays {sorted(arrays)[:6]}",
@@ -234,7 +234,7 @@ class MorphableModel:
 # --- finding the default rig ---------------------------------------------------------------------------------------
 def default_rig_candidates(name: str = "ict") -> list[Path]:
     """Where :func:`find_default_rig` looks, in order: $JOKER_HEAD_RIG, the user data dir, the team folder."""
-    from shared.paths import rigs_dir
+    from .paths import rigs_dir
 
     found = [Path(os.environ[RIG_ENV]).expanduser()] if os.environ.get(RIG_ENV) else []
     found.append(rigs_dir() / f"{name}.npz")

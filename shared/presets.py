@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from shared.spec import SpecError
+from .spec import SpecError
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.conventions import (NORMALS_RENORMALISED, Camera, encode_normals, opencv_to_normal_frame,
+from .conventions import (NORMALS_RENORMALISED, Camera, encode_normals, opencv_to_normal_frame,
                                 project_points)
-from shared.morphable import vertex_normals
+from .morphable import vertex_normals
 
 NEAR_M = 1e-3
 
