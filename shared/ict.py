@@ -7,7 +7,8 @@ in centimetres, +Y up, +Z forward, +X the subject's left: already our head frame
 Normal-map region (what the prior's ControlNet sees), chosen to resemble BFM's 35,709-vertex front face:
     narrow face area (forehead to under the chin, cheek to cheek; no ears, neck or scalp)
   + a lip membrane: the mouth opening triangulated across, upper lip to lower lip, so the surface is hole-free
-    over the mouth exactly like BFM's (whose lips are joined by triangles that stretch when the jaw opens).
+    over the mouth exactly like BFM's (whose lips are joined by triangles that stretch when the jaw opens);
+    its triangles are repeated MEMBRANE_WEIGHT times (see there) so an open mouth shades smoothly.
     The prior never saw teeth or a tongue in a normal map; gums, teeth, tongue and the mouth socket stay in the
     mesh (Blender, textured renders) but are left out of normal maps, and the text prompt decides them.
   + both eyeballs (sclera and iris) filling the eye openings, so gaze shows as in a real eye; the thin shells
@@ -40,6 +41,10 @@ EYEBALL_POLYGONS = (21496, 24691)  # sclera + iris, both eyes
 SCLERA = {"L": (21451, 22220), "R": (23021, 23790)}
 EYEBALL = {"L": (21451, 23020), "R": (23021, 24590)}
 INNER_LIP_LANDMARKS = slice(60, 68)  # Multi-PIE 68: the inner lip contour
+# The lip membrane's triangles are listed this many times in normal_region_faces. Vertex normals sum unit face
+# normals per face listed, so the membrane then dominates the irregular inner-lip vertices and an open mouth shades
+# as one smooth surface instead of stripes; duplicates coincide, so rasterization is unchanged.
+MEMBRANE_WEIGHT = 6
 
 LICENSE = """ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (commit {commit}), folder FaceXModel/.
 Converted to the joker-head rig format (metres, triangulated, recentred); the shape data is unchanged.
@@ -101,19 +106,13 @@ def boundary_loops(tris: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
-def _arc_param(chain: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Normalised arc length 0..1 along a vertex chain."""
-    seg = np.linalg.norm(np.diff(vertices[chain], axis=0), axis=1)
-    t = np.concatenate([[0.0], np.cumsum(seg)])
-    return t / max(t[-1], 1e-12)
-
-
 def lip_membrane(loop: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Triangles int32 [L - 2, 3] zipping the upper and lower lip chains of the mouth ``loop`` together.
 
-    The loop is split at its mouth corners (extreme x) and the two chains are merged by normalised arc length, so
-    each lip vertex gets about two membrane triangles (an even share keeps the vertex normals free of stripes)
-    and every triangle joins one lip edge to the opposite lip, like BFM's. The winding is opposite to the loop's
+    The loop is split at its mouth corners (extreme x) and the two chains are merged by their normalised vertex
+    index, so the zip alternates between the lips and every lip vertex gets the same share of membrane triangles
+    (uneven shares tilt single vertex normals and show as stripes); every triangle joins one lip edge to the
+    opposite lip, like BFM's. The winding is opposite to the loop's
     (which follows the lip faces), so the membrane faces out of the mouth like the skin around it.
     """
     x = vertices[loop, 0]
@@ -121,7 +120,7 @@ def lip_membrane(loop: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     rolled = np.roll(loop, -i0)
     k = (i1 - i0) % len(loop)
     chain_a, chain_b = rolled[: k + 1], np.concatenate([rolled[k:], rolled[:1]])[::-1]  # both left -> right
-    t_a, t_b = _arc_param(chain_a, vertices), _arc_param(chain_b, vertices)
+    t_a, t_b = np.linspace(0, 1, len(chain_a)), np.linspace(0, 1, len(chain_b))
     tris, i, j = [], 0, 0
     while i < len(chain_a) - 1 or j < len(chain_b) - 1:
         if j == len(chain_b) - 1 or (i < len(chain_a) - 1 and t_a[i + 1] <= t_b[j + 1]):
@@ -147,7 +146,8 @@ def normal_region(tris: np.ndarray, poly_of: np.ndarray, neutral: np.ndarray,
     mouth = min(loops, key=lambda L: np.linalg.norm(neutral[L].mean(axis=0) - lips))
     lo, hi = EYEBALL_POLYGONS
     eyes = tris[(poly_of >= lo) & (poly_of <= hi)]
-    return np.concatenate([face, lip_membrane(mouth, neutral), eyes]).astype(np.int32)
+    membrane = np.tile(lip_membrane(mouth, neutral), (MEMBRANE_WEIGHT, 1))
+    return np.concatenate([face, membrane, eyes]).astype(np.int32)
 
 
 def arrays_from_archive(raw: dict) -> dict:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -124,14 +121,6 @@ def test_default_rig_search(monkeypatch, tmp_path, ict_npz):
     assert find_default_rig() == ict_npz
     monkeypatch.setenv("JOKER_HEAD_RIG", str(ict_npz))
     assert find_default_rig() == ict_npz
-
-
-def test_shared_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
-            "import shared.morphable, shared.raster, shared.presets, shared.ict, shared.conventions")
-    from tests.conftest import REPO
-
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_presets_use_rig_names(rig):

@@ -5,5 +5,5 @@ from backend.render.normals import encode_normals, render_normal_maps, vertex_no
 from backend.render.raster import (Fragments, SparseFragments, interpolate, project, rasterize, rasterize_chunks,
                                    rasterize_sparse)
 
-__all__ = ["Fragments", "SparseFragments", "rasterize_sparse", "rasterize", "rasterize_chunks", "interpolate", "project", "render_normal_maps",
-           "vertex_normals", "encode_normals"]
+__all__ = ["Fragments", "SparseFragments", "rasterize", "rasterize_chunks", "rasterize_sparse", "interpolate",
+           "project", "render_normal_maps", "vertex_normals", "encode_normals"]

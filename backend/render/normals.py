@@ -55,5 +55,5 @@ def render_normal_maps(vertices: torch.Tensor, faces: torch.Tensor, cameras: Seq
             n[seg] = (n[seg] @ w2c[i, :3, :3].T) * flip
         if NORMALS_RENORMALISED:
             n = torch.nn.functional.normalize(n, dim=-1)
-        out[frag.pixel + chunk.start * H * W] = torch.round((n * 0.5 + 0.5) * 255.0).clamp(0, 255).to(torch.uint8)
+        out[frag.pixel + chunk.start * H * W] = encode_normals(n, torch.ones_like(n[:, 0], dtype=torch.bool))
     return out.view(len(cameras), H, W, 3)
