@@ -232,13 +232,20 @@ def _on_result(scene, job, msg) -> None:
     from .shared.client import save_result
 
     paths = save_result(msg, results_dir(job.job_id))
-    main = next((p for p in paths if p.suffix in (".glb", ".png")), paths[0])
+    main = _main_artifact(paths)
     job.state, job.result_path, job.overall, job.eta_s = "done", str(main), 1.0, 0.0
     job.message = "done"
     if job.kind == "preview" and main.suffix == ".png":
         images.write_png(images.PREVIEW_IMAGE, main.read_bytes())
     elif job.kind == "generate" and main.suffix == ".glb" and prefs.get().auto_import:
         import_result(scene, job.job_id)
+
+
+def _main_artifact(paths: list[Path]) -> Path:
+    """The file a user wants from a result: the GLB, else the generated image (not the normal map)."""
+    ranked = sorted(paths, key=lambda p: (p.suffix != ".glb", p.suffix != ".png", p.name == "normals.png",
+                                          p.name not in ("image.png", "preview.png")))
+    return ranked[0]
 
 
 def import_result(scene: bpy.types.Scene, job_id: str) -> None:

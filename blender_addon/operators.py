@@ -169,6 +169,8 @@ class _BackendOperator(bpy.types.Operator):
             state = context.scene.joker_head
             if _running(context, state.generate_job if cls.kind == "generate" else state.preview_job):
                 reason = f"A {cls.kind} job is running: wait for it or cancel it"
+            elif cls.kind == "preview" and state.prior_mode == "oracle":
+                reason = "The oracle prior has no 2D preview: choose the Joker or Training-free prior"
         if reason:
             cls.poll_message_set(reason)
             return False

@@ -2,7 +2,8 @@
 
 The real server (backend.server.Server, real sockets, real job store) with a stand-in ``generate`` runner: it
 streams progress with ETA and previews (the normal map of the vertices it received), honours cancel, and returns a
-UV-textured GLB of the received posed mesh in the head frame, like the real export does.
+UV-textured GLB of the received posed mesh in the head frame, like the real export does. A stand-in ``preview``
+returns the view's normal map as its image (the real one needs prior weights, which tests never have).
 
     python tests/addon_fake_backend.py --bind tcp://127.0.0.1:PORT --jobs-dir DIR [--step-s 0.05]
 """
@@ -20,10 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.jobs.selftest import SelftestRunner  # noqa: E402
-from backend.runner import Artifact, JobContext, JobResult  # noqa: E402
+from backend.runner import Artifact, JobContext, JobFailed, JobResult  # noqa: E402
 from backend.server import Server, ServerConfig  # noqa: E402
 from shared.conventions import orbit_camera  # noqa: E402
-from shared.jobs import JOB_KINDS, GenerateParams  # noqa: E402
+from shared.jobs import JOB_KINDS, GenerateParams, PreviewParams  # noqa: E402
+from shared.png import encode_png  # noqa: E402
 from shared.raster import render_normal_map  # noqa: E402
 
 
@@ -66,6 +68,26 @@ class StandInGenerate:
                          [Artifact("result.glb", "model/gltf-binary", glb)])
 
 
+class StandInPreview:
+    """Streams the view's normal map as the denoising preview and returns it, tinted, as image.png; the joker prior
+    fails as it does without weights."""
+
+    kind = JOB_KINDS["preview"]
+    resumable = False
+
+    def run(self, params: PreviewParams, inputs: dict, ctx: JobContext) -> JobResult:
+        if params.prior.mode == "joker":
+            raise JobFailed("the joker prior's weights are not installed on this server",
+                            "run `joker-head fetch-models --mode joker` on the backend machine", code="missing_weights")
+        normals = render_normal_map(inputs["vertices"], inputs["faces"], orbit_camera(params.az_deg, params.el_deg,
+                                                                                     res=64))
+        for step in range(1, params.steps + 1):
+            ctx.progress("denoise", step, params.steps, preview=normals, eta_s=0.0)
+        image = (normals // 2 + 60).astype(np.uint8)
+        return JobResult({"seed": params.seed}, [Artifact("image.png", "image/png", encode_png(image)),
+                                                 Artifact("normals.png", "image/png", encode_png(normals))])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", required=True)
@@ -73,7 +95,8 @@ def main() -> None:
     ap.add_argument("--step-s", type=float, default=0.05)
     args = ap.parse_args()
     config = ServerConfig(bind=args.bind, jobs_dir=args.jobs_dir)
-    Server(config, {"selftest": SelftestRunner(), "generate": StandInGenerate(args.step_s)}).serve_forever()
+    Server(config, {"selftest": SelftestRunner(), "generate": StandInGenerate(args.step_s),
+                          "preview": StandInPreview()}).serve_forever()
 
 
 if __name__ == "__main__":

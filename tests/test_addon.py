@@ -415,12 +415,29 @@ FAILURE_SCRIPT = """
     bpy.ops.joker_head.cancel()
     pump_until(lambda: job(gen).state == "cancelled", 30, "the cancel")
 
+    # The oracle prior has no 2D preview: the button says so.
+    oracle, state.prior_mode = None, "oracle"
+    try:
+        bpy.ops.joker_head.preview()
+    except RuntimeError as e:
+        oracle = str(e)
+
+    # A 2D preview lands in the "Joker Preview" image.
+    state.prior_mode, state.preview_steps, state.view_az = "free", 3, 20.0
+    bpy.ops.joker_head.preview()
+    ok = state.preview_job
+    pump_until(lambda: job(ok).state == "done", 60, "the preview")
+    preview = mod("images").read_image(bpy.data.images["Joker Preview"])[..., :3]
+    scene.joker_head.normal_map_res = 64
+    expected = mod("live").normal_map(bpy.context.scene) // 2 + 60
+
     # A failure reported by the backend reaches the panel with its hint.
     state.prior_mode = "joker"
     bpy.ops.joker_head.preview()
     prev = state.preview_job
     pump_until(lambda: job(prev).state == "failed", 60, "the preview failure")
-    report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message,
+    report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message, oracle=oracle,
+           preview_path=job(ok).result_path, preview_equal=bool(np.array_equal(preview, expected)),
            error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None)
 """
 
@@ -439,7 +456,9 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     assert 0.9 < got["dead"]["waited"] < 5
     assert "A generate job is running" in got["blocked"]
     assert got["cancelled"] == "cancelled"
-    assert got["error"] and got["hint"]  # e.g. unknown kind or missing weights, each with what to do
+    assert "oracle prior has no 2D preview" in got["oracle"]
+    assert got["preview_path"].endswith("image.png") and got["preview_equal"]
+    assert "weights are not installed" in got["error"] and "fetch-models" in got["hint"]
     assert got["timer"]  # nothing in flight: the timer stops
 
 
