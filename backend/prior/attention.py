@@ -107,9 +107,19 @@ class ReferenceAttnProcessor:
         return out.transpose(1, 2).reshape(n, lq, inner).to(q.dtype)
 
 
+_STAGE = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def _forward_order(name: str) -> tuple:
+    """UNet2DConditionModel registers up_blocks before mid_block; the forward pass runs down, mid, up."""
+    parts = name.split(".")
+    return (_STAGE.get(parts[0], 3),) + tuple(int(p) if p.isdigit() else 0 for p in parts[1:])
+
+
 def self_attention_layers(unet: nn.Module) -> list[str]:
     """Names of the ``attn1`` layers in forward order (down, mid, up): 16 in SD1.5."""
-    return [name[: -len(".processor")] for name in unet.attn_processors if name.endswith("attn1.processor")]
+    names = [name[: -len(".processor")] for name in unet.attn_processors if name.endswith("attn1.processor")]
+    return sorted(names, key=_forward_order)
 
 
 def install_reference_attention(unet: nn.Module, bank: ReferenceBank, query_chunk: int = 0) -> list[str]:

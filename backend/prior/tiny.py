@@ -116,3 +116,13 @@ def save_tiny_models(models_dir: Path, seed: int = 0) -> Path:
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save(official_state_dict(**joker), ckpt)
     return models_dir
+
+
+def ensure_tiny_models(models_dir: Path, seed: int = 0) -> Path:
+    """:func:`save_tiny_models` once per folder (tests in one session share it)."""
+    models_dir = Path(models_dir)
+    marker = models_dir / ".tiny-complete"
+    if not marker.exists():
+        save_tiny_models(models_dir, seed)
+        marker.write_text(str(seed))
+    return models_dir

@@ -1,0 +1,134 @@
+"""The prior's sampler against diffusers' own pipelines, and reference-feature caching against no caching.
+
+Tiny random weights written to disk and loaded through the real loading code (backend.prior.tiny)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.prior import layout, load_prior
+from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from shared.config.prior import PriorConfig
+
+R = TINY_RESOLUTION
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
+
+
+def _stock_components(models, with_controlnet: bool):
+    """Fresh, unmodified diffusers components from the same folder (stock attention processors)."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    sd = models / layout.SD15_DIR
+    parts = dict(vae=AutoencoderKL.from_pretrained(sd / "vae"), text_encoder=CLIPTextModel.from_pretrained(sd / "text_encoder"),
+                 tokenizer=CLIPTokenizer.from_pretrained(sd / "tokenizer"), unet=UNet2DConditionModel.from_pretrained(sd / "unet"),
+                 safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if with_controlnet:
+        parts["controlnet"] = ControlNetModel.from_pretrained(models / layout.CONTROLNET_DIR)
+    return parts
+
+
+def _normals(seed: int, n: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, R, R, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("sampler", ["pndm", "ddim"])
+def test_sampler_equals_stable_diffusion_pipeline_without_reference_and_control(models, sampler):
+    from diffusers import StableDiffusionPipeline
+
+    from backend.prior.sampling import make_scheduler
+
+    prior = load_prior(PriorConfig(mode="free", controlnet_scale=0.0, reference_attention=False), models, "cpu")
+    ours = prior.generate(prior.prepare_control(_normals(0)), "a woman laughing", "blurry",
+                          reference=prior.prepare_reference(torch.rand(1, 3, R, R)), steps=4, cfg=3.0,
+                          sampler=sampler, generator=torch.Generator().manual_seed(7))
+    pipe = StableDiffusionPipeline(scheduler=make_scheduler(sampler, prior.m.scheduler_config),
+                                   **_stock_components(models, False))
+    theirs = pipe("a woman laughing", negative_prompt="blurry", height=R, width=R, num_inference_steps=4,
+                  guidance_scale=3.0, generator=torch.Generator().manual_seed(7), output_type="pt").images
+    assert ours.shape == theirs.shape == (1, 3, R, R)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
+def test_sampler_equals_controlnet_pipeline(models):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from backend.prior.sampling import make_scheduler
+
+    prior = load_prior(PriorConfig(mode="free", reference_attention=False), models, "cpu")
+    control = prior.prepare_control(_normals(1))  # normalbae convention: 0..1, red flipped
+    assert 0 <= float(control.min()) and float(control.max()) <= 1
+    ours = prior.generate(control, "a man with a big smile", steps=3, cfg=3.0, sampler="pndm",
+                          generator=torch.Generator().manual_seed(3))
+    pipe = StableDiffusionControlNetPipeline(scheduler=make_scheduler("pndm", prior.m.scheduler_config),
+                                             **_stock_components(models, True))
+    theirs = pipe("a man with a big smile", image=control, height=R, width=R, num_inference_steps=3,
+                  guidance_scale=3.0, generator=torch.Generator().manual_seed(3), output_type="pt").images
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    no_control = load_prior(PriorConfig(mode="free", controlnet_scale=0.0, reference_attention=False), models, "cpu")
+    plain = no_control.generate(control, "a man with a big smile", steps=3, cfg=3.0,
+                                generator=torch.Generator().manual_seed(3))
+    assert (plain - ours).abs().max() > 1e-3  # the ControlNet really acts
+
+
+@pytest.fixture(scope="module")
+def joker(models):
+    return load_prior(PriorConfig(mode="joker"), models, "cpu")
+
+
+def test_cached_reference_features_equal_uncached(joker):
+    views = joker.prepare_control(_normals(2, n=3))
+    reference = joker.prepare_reference(torch.rand(2, 3, R, R, generator=torch.Generator().manual_seed(4)))  # 2 refs
+    text = joker.text_pair("a man sticking his tongue out", "", 19.0)
+    x_t = torch.randn(3, 4, R // 8, R // 8, generator=torch.Generator().manual_seed(5))
+    out = {}
+    for cache in (True, False):
+        joker.reference_cache = cache
+        out[cache] = joker.truncated_ddim(x_t, 400, 3, text, views, reference, 19.0)
+    joker.reference_cache = True
+    assert torch.allclose(out[True], out[False], atol=1e-5), (out[True] - out[False]).abs().max()
+    joker.reference_attention = False
+    without = joker.truncated_ddim(x_t, 400, 3, text, views, reference, 19.0)
+    joker.reference_attention = True
+    assert (without - out[True]).abs().max() > 1e-3  # the reference really reaches the denoiser
+
+
+def test_reference_features_are_computed_once_per_timestep(joker, monkeypatch):
+    calls = []
+    original = joker.record_reference
+    monkeypatch.setattr(joker, "record_reference", lambda *a: (calls.append(int(a[2])), original(*a))[1])
+    views = joker.prepare_control(_normals(3, n=2))
+    reference = joker.prepare_reference(torch.rand(1, 3, R, R))
+    text = joker.text_pair("a woman", "", 19.0)
+    x_t = torch.randn(2, 4, R // 8, R // 8)
+    joker.truncated_ddim(x_t, 400, 4, text, views, reference, 19.0)
+    assert calls == [400, 300, 200, 100]
+    joker.truncated_ddim(x_t[:1], 100, 1, text, views[:1], reference, 19.0)  # same t, other views: reused
+    assert calls == [400, 300, 200, 100]
+
+
+def test_reference_tokens_come_from_every_self_attention_layer(joker):
+    from backend.prior.attention import self_attention_layers
+
+    reference = joker.prepare_reference(torch.rand(1, 3, R, R))
+    text = joker.text_pair("a man", "", 3.0)
+    joker.record_reference(reference, text, torch.tensor(500))
+    layers = self_attention_layers(joker.unet)
+    assert len(layers) == 7  # tiny UNet: 2 down, 1 mid, 4 up (SD1.5: 16)
+    assert layers[0].startswith("down_blocks.0") and layers[2].startswith("mid_block") and layers[-1].startswith("up_blocks.1")
+    assert sorted(joker.bank.tokens) == sorted(layers)  # stopping after the last one lost none
+    early = {k: v.clone() for k, v in joker.bank.tokens.items()}
+    joker.bank.stop_after = None  # run the reference UNet to its end
+    try:
+        joker.record_reference(reference, text, torch.tensor(500))
+    finally:
+        joker.bank.stop_after = layers[-1]
+    for name in layers:
+        assert early[name].shape[0] == 2  # one group per CFG branch
+        assert torch.equal(early[name], joker.bank.tokens[name])
