@@ -1,6 +1,6 @@
 """The ``preview`` job: one view of the posed rig through the 2D prior -> PNG.
 
-1. render the normal map of the view (``backend.render.normal``, camera ``shared.conventions.orbit_camera``)
+1. render the normal map of the view (``backend.render.render_normal_maps``, camera ``shared.conventions.orbit_camera``)
 2. load the prior (kept per device between jobs: loading SD1.5-size weights takes far longer than a preview)
 3. encode the reference portrait (optional: without one, text and normals alone drive the image)
 4. denoise with progress per step (cancellation lands there), decode, return image.png and normals.png
@@ -25,7 +25,7 @@ RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint
 
 
 def _default_render(vertices: np.ndarray, faces: np.ndarray, cameras: list[Camera]) -> Any:
-    from backend.render.normal import render_normal_maps  # lands with the rig work; imported when a job needs it
+    from backend.render import render_normal_maps  # the rig work's batched rasterizer; imported when a job needs it
 
     return render_normal_maps(vertices, faces, cameras)
 
