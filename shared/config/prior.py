@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.spec import spec
+from ..spec import spec
 
 
 @dataclass
