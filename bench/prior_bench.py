@@ -105,8 +105,11 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    views, batch = args.views or (8 if args.quick else 32), args.batch or (4 if args.quick else 8)
-    headline = run(False, "cpu", views, batch, 2 if args.quick else 5, "fp32")
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    views, batch = args.views or (4 if args.quick else 32), args.batch or (4 if args.quick else 8)
+    headline = run(False, "cpu", views, batch, 1 if args.quick else 5, "fp32")
     if torch.cuda.is_available():
         headline = run(True, "cuda", views, batch, 2 if args.quick else 5, args.precision)
     else:

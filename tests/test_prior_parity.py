@@ -46,11 +46,11 @@ def test_sampler_equals_stable_diffusion_pipeline_without_reference_and_control(
 
     prior = load_prior(PriorConfig(mode="free", controlnet_scale=0.0, reference_attention=False), models, "cpu")
     ours = prior.generate(prior.prepare_control(_normals(0)), "a woman laughing", "blurry",
-                          reference=prior.prepare_reference(torch.rand(1, 3, R, R)), steps=4, cfg=3.0,
+                          reference=prior.prepare_reference(torch.rand(1, 3, R, R)), steps=3, cfg=3.0,
                           sampler=sampler, generator=torch.Generator().manual_seed(7))
     pipe = StableDiffusionPipeline(scheduler=make_scheduler(sampler, prior.m.scheduler_config),
                                    **_stock_components(models, False))
-    theirs = pipe("a woman laughing", negative_prompt="blurry", height=R, width=R, num_inference_steps=4,
+    theirs = pipe("a woman laughing", negative_prompt="blurry", height=R, width=R, num_inference_steps=3,
                   guidance_scale=3.0, generator=torch.Generator().manual_seed(7), output_type="pt").images
     assert ours.shape == theirs.shape == (1, 3, R, R)
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
@@ -107,10 +107,10 @@ def test_reference_features_are_computed_once_per_timestep(joker, monkeypatch):
     reference = joker.prepare_reference(torch.rand(1, 3, R, R))
     text = joker.text_pair("a woman", "", 19.0)
     x_t = torch.randn(2, 4, R // 8, R // 8)
-    joker.truncated_ddim(x_t, 400, 4, text, views, reference, 19.0)
-    assert calls == [400, 300, 200, 100]
-    joker.truncated_ddim(x_t[:1], 100, 1, text, views[:1], reference, 19.0)  # same t, other views: reused
-    assert calls == [400, 300, 200, 100]
+    joker.truncated_ddim(x_t, 400, 3, text, views, reference, 19.0)
+    assert calls == [400, 267, 133]  # linspace(400, 0, 4)[:3], rounded
+    joker.truncated_ddim(x_t[:1], 133, 1, text, views[:1], reference, 19.0)  # same t, other views: reused
+    assert calls == [400, 267, 133]
 
 
 def test_reference_tokens_come_from_every_self_attention_layer(joker):
@@ -132,3 +132,44 @@ def test_reference_tokens_come_from_every_self_attention_layer(joker):
     for name in layers:
         assert early[name].shape[0] == 2  # one group per CFG branch
         assert torch.equal(early[name], joker.bank.tokens[name])
+
+
+def test_reference_attention_matches_the_written_formula():
+    """out = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q h, K/V = W_k/W_v [h ; r] (joker-facts §2), 2 heads."""
+    from diffusers.models.attention_processor import Attention
+
+    from backend.prior.attention import ReferenceAttnProcessor, ReferenceBank
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, heads=2, dim_head=4).eval()
+    bank = ReferenceBank()
+    attn.set_processor(ReferenceAttnProcessor("layer", bank, query_chunk=3))  # chunked queries, same result
+    h, r = torch.randn(3, 5, 8), torch.randn(2, 2 * 5, 8)  # 3 rows, 2 groups of 2 reference views
+    bank.tokens["layer"], bank.rows, bank.mode = r, torch.tensor([0, 1, 1]), "read"
+    with torch.no_grad():
+        out = attn(h)
+        kv_in = torch.cat([h, r[bank.rows]], dim=1)
+        q = attn.to_q(h).view(3, 5, 2, 4).transpose(1, 2)
+        k = attn.to_k(kv_in).view(3, 15, 2, 4).transpose(1, 2)
+        v = attn.to_v(kv_in).view(3, 15, 2, 4).transpose(1, 2)
+        w = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1)
+        expected = attn.to_out[0]((w @ v).transpose(1, 2).reshape(3, 5, 8))
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_ddim_step_to_zero_keeps_alpha_bar_zero_like_diffusers():
+    """Our eta-0 step equals DDIMScheduler's (set_alpha_to_one=False) for 100 -> 0: ᾱ_prev = alphas_cumprod[0]."""
+    from diffusers import DDIMScheduler
+
+    from backend.prior.models import SD15_SCHEDULER_CONFIG
+    from backend.prior.sampling import alphas_cumprod, ddim_step, truncated_timesteps
+
+    assert truncated_timesteps(400, 40) == list(range(400, 0, -10))
+    assert truncated_timesteps(999, 1) == [999]
+    ddim = DDIMScheduler.from_config({**SD15_SCHEDULER_CONFIG, "steps_offset": 0})
+    ddim.set_timesteps(10)  # 900, 800, ..., 100, 0
+    x, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    ac = alphas_cumprod(SD15_SCHEDULER_CONFIG)
+    for t, t_prev in ((900, 800), (100, 0)):
+        assert torch.allclose(ddim_step(x, eps, t, t_prev, ac), ddim.step(eps, t, x, eta=0.0).prev_sample, atol=1e-6)
+    assert abs(float(ac[0]) - 0.99915) < 1e-5
