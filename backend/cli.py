@@ -7,9 +7,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from backend.commands import server_cmds
+from backend.commands import model_cmds, rig_cmds, server_cmds
 
-COMMAND_MODULES = [server_cmds]
+COMMAND_MODULES = [server_cmds, rig_cmds, model_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except TimeoutError as e:  # no server: say what to check, without a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

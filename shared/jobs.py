@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from shared.config import DistillConfig, ExportConfig, PriorConfig
-from shared.spec import spec
+from .config import DistillConfig, ExportConfig, PriorConfig
+from .spec import spec
 
 MAX_PROMPT = 1000  # characters; CLIP reads 77 tokens, the rest is kept for the record
 MAX_VERTICES = 200_000
@@ -90,7 +90,66 @@ class JobKind:
     doc: str
 
 
+@dataclass
+class SelftestParams:
+    """A diagnostic job that exercises the whole job machinery without a GPU: progress, cancel, results, failures."""
+
+    steps: int = spec(5, lo=1, hi=100_000, doc="progress steps to report")
+    step_s: float = spec(0.0, lo=0.0, hi=60.0, doc="seconds per step")
+    result_bytes: int = spec(0, lo=0, hi=512 * 1024 * 1024, doc="size of the artifact returned")
+    fail_at: int = spec(-1, lo=-1, hi=100_000, doc="step at which to fail (-1: never)")
+    failure: str = spec("exception", choices=("exception", "out_of_memory"), doc="how fail_at fails")
+
+
 JOB_KINDS: dict[str, JobKind] = {
+    "selftest": JobKind("selftest", SelftestParams, (InputSpec("data", "array", required=False, max_dim=1 << 26,
+                                                               shape=(-1,), doc="any 1-D array, echoed as sha256"),),
+                        "checks a deployment end to end (no GPU, no weights)"),
     "preview": JobKind("preview", PreviewParams, MESH_INPUTS + (REFERENCE_INPUT,), "one 2D image of the posed rig"),
     "generate": JobKind("generate", GenerateParams, MESH_INPUTS + (REFERENCE_INPUT,), "a textured 3D head (GLB)"),
 }
+
+
+def validate_inputs(kind: JobKind, payloads: dict) -> None:
+    """Check input frames against the kind's :class:`InputSpec` list. Raises ``shared.spec.SpecError``."""
+    import numpy as np
+
+    from .protocol import Blob, Png
+    from .spec import SpecError
+
+    known = {s.name: s for s in kind.inputs}
+    for name in payloads:
+        if name not in known:
+            raise SpecError(f"inputs.{name}", f"one of {', '.join(known) or 'no inputs'}", name,
+                            f"the {kind.name} job takes no input called {name}", code="unknown_field")
+    for s in kind.inputs:
+        value = payloads.get(s.name)
+        field_name = f"inputs.{s.name}"
+        if value is None:
+            if s.required:
+                raise SpecError(field_name, f"{s.kind} ({s.doc})", "nothing", f"send the {s.name} frame",
+                                code="missing_field")
+            continue
+        want = {"array": np.ndarray, "png": Png, "bytes": Blob}[s.kind]
+        if not isinstance(value, want):
+            raise SpecError(field_name, f"a {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
+        if s.kind != "array":
+            continue
+        if s.dtype and value.dtype.name != s.dtype:
+            raise SpecError(field_name, f"dtype {s.dtype}", value.dtype.name, f"convert {s.name} to {s.dtype}",
+                            code="bad_dtype")
+        shape_ok = len(value.shape) == len(s.shape) and all(
+            (w == -1 and (not s.max_dim or 0 < g <= s.max_dim)) or w == g for w, g in zip(s.shape, value.shape))
+        if not shape_ok:
+            want_shape = "[" + ", ".join("N" if w == -1 else str(w) for w in s.shape) + "]"
+            limit = f" with N in 1..{s.max_dim}" if s.max_dim else ""
+            raise SpecError(field_name, f"shape {want_shape}{limit}", list(value.shape),
+                            f"send {s.name} as {want_shape}", code="bad_shape")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise SpecError(field_name, "finite values", "NaN or infinity", f"clean {s.name} before sending")
+    faces, vertices = payloads.get("faces"), payloads.get("vertices")
+    if isinstance(faces, np.ndarray) and isinstance(vertices, np.ndarray) and faces.size:
+        lo, hi = int(faces.min()), int(faces.max())
+        if lo < 0 or hi >= len(vertices):
+            raise SpecError("inputs.faces", f"vertex indices in 0..{len(vertices) - 1}", f"indices {lo}..{hi}",
+                            "faces must index the vertices sent with them", code="bad_index")

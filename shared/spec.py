@@ -94,6 +94,8 @@ def _convert(name: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(name, inner, value, meta)
+    if tp is Any:  # free-form JSON (job params, result meta): bounded by the header size, checked by its owner
+        return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=name + ".")
     if tp is bool:

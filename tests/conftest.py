@@ -29,3 +29,52 @@ def cuda_available() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+
+
+# --- ZeroMQ fixtures (pyzmq style: random ports, linger 0, every socket closed) ---------------------------------------
+
+@pytest.fixture
+def zmq_context():
+    import zmq
+
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def make_server(tmp_path, zmq_context):
+    """Start a real server on a random loopback port; ``make_server(runners=..., **config)``; stopped afterwards."""
+    from backend.jobs.selftest import SelftestRunner
+    from backend.server import Server, ServerConfig
+
+    servers = []
+
+    def start(runners=None, jobs_dir=None, **config):
+        cfg = ServerConfig(bind=config.pop("bind", "tcp://127.0.0.1:*"), jobs_dir=jobs_dir or tmp_path / "jobs",
+                           heartbeat_s=config.pop("heartbeat_s", 0.5), **config)
+        server = Server(cfg, runners or {"selftest": SelftestRunner()}, context=zmq_context).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def make_client(zmq_context):
+    from shared.client import Client
+
+    clients = []
+
+    def connect(endpoint, **kw):
+        kw.setdefault("timeout_s", 2.0)
+        kw.setdefault("heartbeat_s", 0.3)
+        client = Client(endpoint, context=zmq_context, **kw)
+        clients.append(client)
+        return client
+
+    yield connect
+    for c in clients:
+        c.close()

@@ -9,5 +9,8 @@ from backend.runner import Runner
 
 def default_runners(**options: Any) -> dict[str, Runner]:
     """The production runners. ``options`` (models_dir, device, ...) are passed to each runner's constructor."""
-    runners: dict[str, Runner] = {}
+    from backend.jobs.preview import PreviewRunner
+    from backend.jobs.selftest import SelftestRunner
+
+    runners: dict[str, Runner] = {"selftest": SelftestRunner(), "preview": PreviewRunner(**options)}
     return runners

@@ -4,8 +4,8 @@ Each module has one owner: ``prior`` (the 2D prior), ``distill`` (the distillati
 field), ``export`` (mesh and texture).
 """
 
-from shared.config.distill import DistillConfig
-from shared.config.export import ExportConfig
-from shared.config.prior import PriorConfig
+from .distill import DistillConfig
+from .export import ExportConfig
+from .prior import PriorConfig
 
 __all__ = ["DistillConfig", "ExportConfig", "PriorConfig"]

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from shared.spec import SpecError, spec
+from ..spec import SpecError, spec
 
 PRESETS: dict[str, dict[str, object]] = {
     "paper": dict(

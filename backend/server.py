@@ -1,0 +1,448 @@
+"""The job server: a ZeroMQ ROUTER socket, a persistent job store, a fair queue and one worker per compute device.
+
+Threads and sockets (sockets are not thread-safe, so each has exactly one owner):
+    serve thread   owns the ROUTER (clients) and a PULL socket (events from workers); validates every request,
+                   answers it, forwards progress and results to each job's subscribers.
+    worker threads one per device; each owns a PUSH socket to the serve thread; runs jobs via their runner.
+A job's subscribers are the clients that submitted or fetched it; a client that reconnects (or a server that
+restarts) is re-subscribed by its ``fetch``. Progress and results are persisted before they are sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import zmq
+
+from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
+from backend.queue import FairQueue
+from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
+from shared import protocol as P
+from shared.jobs import validate_inputs
+from shared.png import encode_png
+from shared.spec import SpecError, from_dict
+
+log = logging.getLogger("joker_head.server")
+EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
+INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this job ran",
+               "hint": "resubmit it with the same job id to run it again"}
+
+
+@dataclass
+class ServerConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    jobs_dir: Path = Path("jobs")
+    curve_keys: Optional[Path] = None  # folder with server.key_secret and authorized/*.key
+    insecure: bool = False  # allow a non-loopback bind without CURVE
+    devices: tuple[str, ...] = ("cpu",)
+    heartbeat_s: float = 2.0
+    max_frame: int = P.MAX_REQUEST_FRAME
+    max_jobs_per_client: int = 16  # queued + running
+    name: str = "joker-head"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// endpoints bound to a loopback address only."""
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: reachable from outside
+
+
+@dataclass
+class _Job:
+    record: JobRecord
+    subscribers: set = field(default_factory=set)  # routing ids
+    ctx: Optional[JobContext] = None
+    cancel_requested: bool = False  # by a client, as opposed to a server shutdown
+
+
+class Server:
+    def __init__(self, config: ServerConfig, runners: dict[str, Runner], context: Optional[zmq.Context] = None):
+        if not is_loopback(config.bind) and config.curve_keys is None and not config.insecure:
+            raise ConfigError(f"refusing to bind {config.bind} without encryption: anyone on the network could "
+                              "submit jobs. Create keys with `joker-head keys` and pass --curve-keys DIR, or bind "
+                              "127.0.0.1 and tunnel over SSH, or pass --insecure on a trusted network")
+        self.config, self.runners = config, runners
+        self.ctx = context or zmq.Context.instance()
+        self.store = JobStore(config.jobs_dir)
+        self.queue = FairQueue()
+        self.jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()  # guards self.jobs records shared by the serve and worker threads
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
+        self._auth = None
+        self.endpoint: Optional[str] = None
+        self._router = self._bind_router()
+        self._events = self.ctx.socket(zmq.PULL)
+        self._events.bind(self._events_endpoint)
+        self._recover()
+
+    # --- set-up ---------------------------------------------------------------------------------------------------
+    def _bind_router(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame + P.MAX_HEADER)  # per frame: oversize = disconnect
+        sock.setsockopt(zmq.RCVHWM, 1000)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client with the same id takes over its route
+        if self.config.curve_keys is not None:
+            self._enable_curve(sock, Path(self.config.curve_keys))
+        sock.bind(self.config.bind)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return sock
+
+    def _enable_curve(self, sock: zmq.Socket, keys: Path) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        secret_file, allowed = keys / "server.key_secret", keys / "authorized"
+        if not secret_file.exists() or not allowed.is_dir():
+            raise ConfigError(f"{keys} needs server.key_secret and a folder authorized/ with the clients' public "
+                              "keys: create them with `joker-head keys --dir DIR server` and "
+                              "`joker-head keys --dir DIR client NAME`")
+        public, secret = zmq.auth.load_certificate(secret_file)
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(allowed))
+        sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
+
+    def _recover(self) -> None:
+        """After a restart: re-queue waiting jobs, resume or report interrupted ones."""
+        for record in sorted(self.store.load_all(), key=lambda r: r.created):
+            job = _Job(record)
+            self.jobs[record.job] = job
+            if record.state in ("running", "interrupted"):
+                resumable = getattr(self.runners.get(record.kind), "resumable", False)
+                record.state = "queued" if resumable else "interrupted"
+                record.error = None if resumable else dict(INTERRUPTED)
+                self.store.save_state(record)
+            if record.state == "queued":
+                self.queue.put(record.client, record.job)
+
+    # --- running --------------------------------------------------------------------------------------------------
+    def start(self) -> "Server":
+        """Start the serve thread and the workers; returns at once."""
+        for device in self.config.devices:
+            t = threading.Thread(target=self._worker, args=(device,), name=f"worker-{device}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._serve, name="serve", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel running jobs, stop the threads, close the sockets."""
+        self._stop.set()
+        self.queue.close()
+        with self._lock:
+            for job in self.jobs.values():
+                if job.ctx is not None:
+                    job.ctx.cancel()
+        for t in self._threads:
+            t.join(timeout)
+        if self._auth is not None:
+            self._auth.stop()
+
+    def serve_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                poller.poll(100)
+                for _ in range(256):  # drain, but keep serving both sockets
+                    if not self._router.poll(0):
+                        break
+                    self._handle_frames(self._router.recv_multipart(copy=False))
+                while self._events.poll(0):
+                    self._handle_event(self._events.recv_multipart())
+        finally:
+            self._router.close(0)
+            self._events.close(0)
+
+    # --- requests -------------------------------------------------------------------------------------------------
+    def _handle_frames(self, frames: list) -> None:
+        identity, frames = frames[0].bytes, frames[1:]
+        client = self._client_key(identity, frames)
+        req, job = _peek_req(frames), None
+        try:
+            msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS)
+            req, job = msg.req, getattr(msg.body, "job", None)
+            getattr(self, "_on_" + msg.type)(identity, client, msg)
+        except SpecError as e:
+            self._send(identity, P.Error.from_exception(e, getattr(e, "job", job)), req=req)
+        except Exception as e:  # never let one request kill the server
+            log.exception("internal error handling a request")
+            self._send(identity, P.Error("internal", f"internal server error: {type(e).__name__}: {e}",
+                                         hint="the server logged the details; please report it"), req=req)
+
+    def _client_key(self, identity: bytes, frames: list) -> str:
+        """The authenticated CURVE public key when keys are configured, else the connection's routing id."""
+        if self.config.curve_keys is not None and frames:
+            try:
+                user = frames[0].get("User-Id")
+                if user:
+                    return "key:" + user
+            except (zmq.ZMQError, AttributeError):
+                pass
+        return "id:" + identity.hex()
+
+    def _send(self, identity: bytes, body: Any, payloads: Optional[dict] = None, req: Optional[str] = None) -> None:
+        try:
+            self._router.send_multipart([identity] + P.encode(body, payloads, req), copy=False)
+        except zmq.ZMQError as e:  # peer gone or HWM reached: the client refetches
+            log.warning("could not send %s: %s", body.TYPE, e)
+
+    def _on_hello(self, identity: bytes, client: str, msg: P.Message) -> None:
+        self._send(identity, P.Welcome(self.config.name, tuple(sorted(self.runners)), tuple(self.config.devices),
+                                       self.config.max_frame, self.config.heartbeat_s), req=msg.req)
+
+    def _on_heartbeat(self, identity: bytes, client: str, msg: P.Message) -> None:
+        self._send(identity, P.Heartbeat(), req=msg.req)
+
+    def _on_submit(self, identity: bytes, client: str, msg: P.Message) -> None:
+        body: P.Submit = msg.body
+        runner = self.runners.get(body.kind)
+        if runner is None:
+            raise _job_error(body.job, "kind", f"one of {', '.join(sorted(self.runners))}", body.kind,
+                             "this server does not run that kind of job", "unknown_kind")
+        params = from_dict(runner.kind.params, body.params if body.params is not None else {}, prefix="params.")
+        validate_inputs(runner.kind, msg.payloads)
+        digest = request_digest(body.kind, body.params, msg.payloads)
+        existing = self.jobs.get(body.job)
+        if existing is not None:
+            return self._resubmitted(identity, existing, digest, msg.req)
+        active = sum(1 for j in self.jobs.values()
+                     if j.record.client == client and j.record.state in ("queued", "running"))
+        if active >= self.config.max_jobs_per_client:
+            raise _job_error(body.job, "job", f"at most {self.config.max_jobs_per_client} queued or running jobs "
+                             "per client", active, "wait for a job to finish or cancel one", "too_many_jobs")
+        record = JobRecord(body.job, body.kind, client, digest)
+        del params  # validated; the worker re-reads the stored request
+        try:
+            self.store.create(record, body.params if body.params is not None else {}, msg.payloads)
+        except StoreError as e:
+            raise _job_error(body.job, "jobs_dir", "free space to store the job", "an error", str(e), "storage")
+        job = _Job(record, {identity})
+        with self._lock:
+            self.jobs[record.job] = job
+        self.queue.put(client, record.job)
+        self._send(identity, P.Accepted(record.job, "queued", self.queue.position(record.job)), req=msg.req)
+
+    def _resubmitted(self, identity: bytes, job: _Job, digest: str, req: Optional[str]) -> None:
+        record = job.record
+        if record.digest != digest:
+            raise _job_error(record.job, "job", "a new job id for a different request", record.job,
+                             "generate a fresh id (uuid4) for every new job", "job_id_conflict")
+        job.subscribers.add(identity)
+        if record.state == "interrupted":  # resubmitting an interrupted job runs it again (resuming if it can)
+            record.state, record.error = "queued", None
+            self.store.save_state(record)
+            self.queue.put(record.client, record.job)
+        self._send(identity, P.Accepted(record.job, record.state, self.queue.position(record.job), True), req=req)
+
+    def _on_cancel(self, identity: bytes, client: str, msg: P.Message) -> None:
+        job = self._job(msg.body.job)
+        with self._lock:
+            if job.record.state == "queued" and self.queue.remove(job.record.job):
+                job.record.state = "cancelled"
+                self.store.save_state(job.record)
+            elif job.ctx is not None:
+                job.cancel_requested = True
+                job.ctx.cancel()  # the worker records the cancellation when the runner stops
+        self._send(identity, self._state(job), req=msg.req)
+
+    def _on_status(self, identity: bytes, client: str, msg: P.Message) -> None:
+        self._send(identity, self._state(self._job(msg.body.job)), req=msg.req)
+
+    def _on_list(self, identity: bytes, client: str, msg: P.Message) -> None:
+        mine = self.config.curve_keys is None  # without keys clients have no stable identity: list all
+        jobs = [j for j in self.jobs.values() if mine or j.record.client == client]
+        jobs.sort(key=lambda j: j.record.created, reverse=True)
+        self._send(identity, P.JobList(tuple(self._state(j) for j in jobs[: msg.body.limit])), req=msg.req)
+
+    def _on_fetch(self, identity: bytes, client: str, msg: P.Message) -> None:
+        job = self._job(msg.body.job)
+        job.subscribers.add(identity)
+        self._send(identity, self._state(job), req=msg.req)
+        for event in self.store.progress(job.record.job, msg.body.since):
+            self._send(identity, P.Progress(job=job.record.job, **event))
+        self._send_final(job, {identity})
+
+    def _job(self, job_id: str) -> _Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise _job_error(job_id, "job", "the id of a job this server knows", job_id,
+                             "check the id; `joker-head status` lists the jobs", "unknown_job")
+        return job
+
+    def _state(self, job: _Job) -> P.JobState:
+        r = job.record
+        error = r.error.get("message") if r.error else None
+        return P.JobState(r.job, r.kind, r.state, r.created, r.updated,
+                          self.queue.position(r.job) if r.state == "queued" else 0, r.last_seq, error)
+
+    # --- worker events --------------------------------------------------------------------------------------------
+    def _handle_event(self, frames: list[bytes]) -> None:
+        event = json.loads(frames[0])
+        job = self.jobs.get(event.pop("job"))
+        if job is None:
+            return
+        if event.pop("type") == "progress":
+            payloads = {"preview": P.Png(frames[1])} if len(frames) > 1 else None
+            body = P.Progress(job=job.record.job, **event)
+            for identity in list(job.subscribers):
+                self._send(identity, body, payloads)
+        else:
+            self._send_final(job, job.subscribers)
+
+    def _send_final(self, job: _Job, identities: set) -> None:
+        r = job.record
+        if r.state == "done" and self.store.has_result(r.job):
+            meta, artifacts = self.store.result(r.job)
+            payloads = {a.name: P.Blob(a.data, a.media_type) for a in artifacts}
+            for identity in list(identities):
+                self._send(identity, P.Result(r.job, meta), payloads)
+        elif r.state in ("failed", "cancelled") or (r.state == "interrupted" and not self._stop.is_set()):
+            err = r.error or {"code": r.state, "message": f"the job was {r.state}"}
+            body = P.Error(err.get("code", r.state), err.get("message", ""), hint=err.get("hint", ""), job=r.job)
+            for identity in list(identities):
+                self._send(identity, self._state(job))
+                self._send(identity, body)
+
+    # --- workers --------------------------------------------------------------------------------------------------
+    def _worker(self, device: str) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.linger = 0
+        push.setsockopt(zmq.SNDHWM, 0)  # progress must never block a job; the serve thread drains quickly
+        push.connect(self._events_endpoint)
+        try:
+            while not self._stop.is_set():
+                job_id = self.queue.get(timeout=0.2)
+                if job_id is not None:
+                    self._run_job(self.jobs[job_id], device, push)
+        finally:
+            push.close()
+
+    def _run_job(self, job: _Job, device: str, push: zmq.Socket) -> None:
+        record = job.record
+        runner = self.runners[record.kind]
+        ctx = JobContext(record.job, self.store.workdir(record.job), device, resume=record.attempts > 0,
+                         emit=lambda e: self._emit_progress(job, e, push))
+        with self._lock:
+            if record.state != "queued":  # cancelled while it waited
+                return
+            job.ctx, record.state, record.attempts = ctx, "running", record.attempts + 1
+            self._save_state(record)
+        try:
+            request = self.store.request(record.job)
+            params = from_dict(runner.kind.params, request["params"], prefix="params.")
+            result = runner.run(params, self.store.inputs(record.job), ctx)
+            self.store.save_result(record.job, result.meta, result.artifacts)
+            record.state = "done"
+        except JobCancelled:
+            if job.cancel_requested or not self._stop.is_set():
+                record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
+            else:  # the server is shutting down: the next start resumes or reports it
+                record.state, record.error = "interrupted", dict(INTERRUPTED)
+        except JobFailed as e:
+            record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
+        except StoreError as e:
+            record.state, record.error = "failed", {"code": "storage", "message": str(e),
+                                                    "hint": "free disk space on the server, then resubmit"}
+        except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
+            record.state, record.error = "failed", _describe_exception(e)
+            log.error("job %s failed:\n%s", record.job, traceback.format_exc())
+        finally:
+            with self._lock:
+                job.ctx = None
+                self._save_state(record)
+            _notify(push, [json.dumps({"type": "final", "job": record.job}).encode()])
+
+    def _save_state(self, record: JobRecord) -> None:
+        try:
+            self.store.save_state(record)
+        except StoreError as e:  # the in-memory state stays right; the disk catches up on the next write
+            log.error("%s", e)
+
+    def _emit_progress(self, job: _Job, e: ProgressEvent, push: zmq.Socket) -> None:
+        record = job.record
+        record.last_seq += 1
+        event = {"seq": record.last_seq, "stage": e.stage[:64], "step": max(0, int(e.step)),
+                 "total": max(0, int(e.total)), "message": e.message[:1000], "metrics": _finite(e.metrics),
+                 "eta_s": e.eta_s if e.eta_s is not None and e.eta_s >= 0 else None}
+        self.store.append_progress(record.job, event)
+        frames = [json.dumps({"type": "progress", "job": record.job, **event}).encode()]
+        if e.preview is not None:
+            frames.append(encode_png(e.preview, level=1))
+        _notify(push, frames)
+
+
+def _notify(push: zmq.Socket, frames: list) -> None:
+    """Worker -> serve thread. Never blocks: after shutdown nobody listens, and the store already has it all."""
+    try:
+        push.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k[:64]: v for k, v in list(metrics.items())[:32] if v == v and abs(v) != float("inf")}
+
+
+def _describe_exception(e: Exception) -> dict:
+    name = type(e).__name__
+    if isinstance(e, MemoryError) or name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without torch
+        return {"code": "out_of_memory", "message": f"out of memory: {e}".strip(),
+                "hint": "choose a smaller quality preset, lower the texture size, or free GPU memory"}
+    return {"code": "job_error", "message": f"{name}: {e}", "hint": "the server logged the traceback"}
+
+
+def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> SpecError:
+    err = SpecError(field_name, expected, received, hint, code=code)
+    err.job = job
+    return err
+
+
+def _peek_req(frames: list) -> Optional[str]:
+    """The request id of a message that may fail validation, so even the error reply can be matched."""
+    try:
+        buf = P._buffer(frames[0])
+        if len(buf) <= P.MAX_HEADER:
+            req = json.loads(bytes(buf)).get("req")
+            return req if isinstance(req, str) and len(req) <= 64 else None
+    except Exception:  # noqa: BLE001 — best effort only
+        pass
+    return None

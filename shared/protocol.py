@@ -1,0 +1,340 @@
+"""The wire protocol between the add-on / CLI and the backend. Specified for other languages in docs/PROTOCOL.md.
+
+A message is one ZeroMQ multipart message:
+    frame 0       header: a UTF-8 JSON object {"v": version, "type": ..., "req"?: ..., "frames"?: [...], ...fields}
+    frames 1..n   payloads, one per entry of header["frames"], in order:
+                  {"name", "kind": "array", "dtype", "shape"}  raw little-endian C-order array bytes
+                  {"name", "kind": "png"}                      a PNG file
+                  {"name", "kind": "bytes", "media_type"}      opaque bytes (e.g. a GLB)
+Every header field is declared below as a spec dataclass and validated with limits; anything wrong raises
+:class:`ProtocolError`, which the server turns into an ``error`` reply. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Union
+
+import numpy as np
+
+from . import png as pngcodec
+from .spec import SpecError, from_dict, spec, to_dict
+
+PROTOCOL_VERSION = 1
+JOB_ID = r"[0-9a-f]{32}"  # uuid4().hex: safe as a folder name, never a path
+NAME = r"[A-Za-z0-9_.\-]{1,64}"
+
+MAX_HEADER = 64 * 1024  # bytes of JSON
+MAX_FRAMES = 16
+MAX_REQUEST_FRAME = 64 * 1024 * 1024  # one payload frame sent to the server
+MAX_RESULT_FRAME = 512 * 1024 * 1024  # one payload frame sent by the server
+MAX_IMAGE_SIDE = 4096
+MAX_ARRAY_DIMS = 4
+DTYPES = ("uint8", "uint16", "int32", "int64", "float16", "float32", "float64")
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
+
+
+class ProtocolError(SpecError):
+    """A message that does not follow the protocol. ``code`` says which rule broke."""
+
+
+@dataclass(frozen=True)
+class Png:
+    """A PNG payload (bytes as sent)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An opaque payload with a media type, e.g. model/gltf-binary."""
+
+    data: bytes
+    media_type: str = "application/octet-stream"
+
+
+Payload = Union[np.ndarray, Png, Blob]
+
+
+@dataclass
+class FrameDesc:
+    name: str = spec(pattern=NAME, doc="payload name, unique in the message")
+    kind: str = spec(choices=("array", "png", "bytes"))
+    dtype: Optional[str] = spec(None, choices=DTYPES + (None,))
+    shape: Optional[tuple[int, ...]] = spec(None, lo=0, hi=2**31 - 1, max_len=MAX_ARRAY_DIMS)
+    media_type: Optional[str] = spec(None, max_len=128, pattern=r"[a-z]+/[A-Za-z0-9.+\-]+")
+
+
+# --- message types ---------------------------------------------------------------------------------------------------
+# Each is a spec dataclass; TYPE is the header's "type". Requests flow client -> server, the rest server -> client.
+
+@dataclass
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    client: str = spec("", max_len=128, doc="client name and version, for the server's log")
+
+
+@dataclass
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    server: str = spec("", max_len=128)
+    kinds: tuple[str, ...] = spec((), max_len=64, doc="job kinds this server runs")
+    devices: tuple[str, ...] = spec((), max_len=64, doc="compute devices, one worker each")
+    max_frame: int = spec(MAX_REQUEST_FRAME, lo=0, doc="largest payload frame the server accepts")
+    heartbeat_s: float = spec(2.0, lo=0.0, hi=3600.0)
+
+
+@dataclass
+class Heartbeat:
+    TYPE: ClassVar[str] = "heartbeat"
+
+
+@dataclass
+class Submit:
+    TYPE: ClassVar[str] = "submit"
+    job: str = spec(pattern=JOB_ID, doc="client-chosen id (uuid4 hex); resubmitting the same id is idempotent")
+    kind: str = spec(pattern=NAME)
+    params: Any = spec(None, doc="the kind's parameters (shared.jobs), validated by the server")
+
+
+@dataclass
+class Accepted:
+    TYPE: ClassVar[str] = "accepted"
+    job: str = spec(pattern=JOB_ID)
+    state: str = spec("queued", choices=STATES)
+    position: int = spec(0, lo=0, doc="jobs ahead in the queue")
+    duplicate: bool = spec(False, doc="this id was already known: nothing new was queued")
+
+
+@dataclass
+class Progress:
+    TYPE: ClassVar[str] = "progress"
+    job: str = spec(pattern=JOB_ID)
+    seq: int = spec(0, lo=0, doc="per-job sequence number, for reattaching with fetch(since=seq)")
+    stage: str = spec("", max_len=64)
+    step: int = spec(0, lo=0)
+    total: int = spec(0, lo=0)
+    message: str = spec("", max_len=1000)
+    metrics: dict[str, float] = spec({}, max_len=32)
+    eta_s: Optional[float] = spec(None, lo=0.0)
+
+
+@dataclass
+class Cancel:
+    TYPE: ClassVar[str] = "cancel"
+    job: str = spec(pattern=JOB_ID)
+
+
+@dataclass
+class Status:
+    TYPE: ClassVar[str] = "status"
+    job: str = spec(pattern=JOB_ID)
+
+
+@dataclass
+class JobState:
+    TYPE: ClassVar[str] = "job_state"
+    job: str = spec(pattern=JOB_ID)
+    kind: str = spec("", max_len=64)
+    state: str = spec("queued", choices=STATES)
+    created: float = spec(0.0, lo=0.0, doc="unix time")
+    updated: float = spec(0.0, lo=0.0)
+    position: int = spec(0, lo=0)
+    last_seq: int = spec(0, lo=0)
+    error: Optional[str] = spec(None, max_len=2000)
+
+
+@dataclass
+class List:
+    TYPE: ClassVar[str] = "list"
+    limit: int = spec(100, lo=1, hi=1000)
+
+
+@dataclass
+class JobList:
+    TYPE: ClassVar[str] = "job_list"
+    jobs: tuple[JobState, ...] = spec((), max_len=1000)
+
+
+@dataclass
+class Fetch:
+    TYPE: ClassVar[str] = "fetch"
+    job: str = spec(pattern=JOB_ID)
+    since: int = spec(0, lo=0, doc="replay progress with seq > since; the result follows if the job is done")
+
+
+@dataclass
+class Result:
+    TYPE: ClassVar[str] = "result"
+    job: str = spec(pattern=JOB_ID)
+    meta: Any = spec(None, doc="kind-specific JSON: faces, texture size, units, frame, timings, ...")
+
+
+@dataclass
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str = spec("error", max_len=64)
+    message: str = spec("", max_len=4000)
+    field: str = spec("", max_len=256)
+    expected: str = spec("", max_len=1000)
+    received: str = spec("", max_len=1000)
+    hint: str = spec("", max_len=1000)
+    job: Optional[str] = spec(None, pattern=JOB_ID)
+
+    @classmethod
+    def from_exception(cls, exc: SpecError, job: Optional[str] = None) -> "Error":
+        return cls(exc.code, str(exc), exc.field, exc.expected, exc.received, exc.hint, job)
+
+
+MESSAGE_TYPES: dict[str, type] = {t.TYPE: t for t in (
+    Hello, Welcome, Heartbeat, Submit, Accepted, Progress, Cancel, Status, JobState, List, JobList, Fetch, Result,
+    Error)}
+REQUESTS = ("hello", "heartbeat", "submit", "cancel", "status", "list", "fetch")
+
+
+@dataclass
+class Message:
+    """A decoded message: its body (one of the types above), payloads by name, and the request id it answers."""
+
+    body: Any
+    payloads: dict[str, Payload] = field(default_factory=dict)
+    req: Optional[str] = None
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
+
+
+# --- encoding --------------------------------------------------------------------------------------------------------
+
+def encode(body: Any, payloads: Optional[dict[str, Payload]] = None, req: Optional[str] = None) -> list:
+    """Message -> list of frames (bytes / buffers) for ``socket.send_multipart(..., copy=False)``."""
+    header = {"v": PROTOCOL_VERSION, "type": body.TYPE, **to_dict(body)}
+    if req is not None:
+        header["req"] = req
+    frames: list = []
+    descs = []
+    for name, value in (payloads or {}).items():
+        desc, buf = _encode_payload(name, value)
+        descs.append(desc)
+        frames.append(buf)
+    if descs:
+        header["frames"] = descs
+    return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode()] + frames
+
+
+def _encode_payload(name: str, value: Payload) -> tuple[dict, Any]:
+    if isinstance(value, np.ndarray):
+        if value.dtype.name not in DTYPES:
+            raise ProtocolError(f"payload {name}", f"an array of {', '.join(DTYPES)}", value.dtype.name,
+                                "convert the array before sending", code="bad_dtype")
+        arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        return {"name": name, "kind": "array", "dtype": arr.dtype.name, "shape": list(arr.shape)}, memoryview(arr).cast("B")
+    if isinstance(value, Png):
+        return {"name": name, "kind": "png"}, value.data
+    if isinstance(value, Blob):
+        return {"name": name, "kind": "bytes", "media_type": value.media_type}, value.data
+    raise TypeError(f"payload {name}: expected ndarray, Png or Blob, got {type(value).__name__}")
+
+
+# --- decoding --------------------------------------------------------------------------------------------------------
+
+def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[tuple[str, ...]] = None) -> Message:
+    """Frames (bytes or zmq.Frame) -> :class:`Message`, validating everything. Raises :class:`ProtocolError`."""
+    if not frames:
+        raise ProtocolError("header", "a JSON header frame", "an empty message", "send at least one frame",
+                            code="bad_frame")
+    header = _decode_header(_buffer(frames[0]))
+    mtype = header.pop("type")
+    if allowed is not None and mtype not in allowed:
+        raise ProtocolError("type", f"one of {', '.join(allowed)}", mtype, "this side does not accept that message",
+                            code="unknown_type")
+    req = header.pop("req", None)
+    if req is not None and (not isinstance(req, str) or len(req) > 64):
+        raise ProtocolError("req", "a string of at most 64 characters", req, "use a short request id", code="bad_req")
+    descs = header.pop("frames", [])
+    if not isinstance(descs, list) or len(descs) > MAX_FRAMES:
+        raise ProtocolError("frames", f"a list of at most {MAX_FRAMES} frame descriptions", descs,
+                            "describe each payload frame once", code="bad_frames")
+    if len(descs) != len(frames) - 1:
+        raise ProtocolError("frames", f"{len(descs)} payload frames as described", f"{len(frames) - 1} frames",
+                            "send one frame per entry of header.frames", code="frame_count")
+    body = from_dict(MESSAGE_TYPES[mtype], header)
+    payloads: dict[str, Payload] = {}
+    for i, raw_desc in enumerate(descs):
+        desc = from_dict(FrameDesc, raw_desc, prefix=f"frames[{i}].")
+        if desc.name in payloads:
+            raise ProtocolError(f"frames[{i}].name", "a unique name", desc.name, "rename the payload",
+                                code="bad_frames")
+        payloads[desc.name] = _decode_payload(desc, _buffer(frames[i + 1]), max_frame)
+    return Message(body, payloads, req)
+
+
+def _buffer(frame: Any) -> memoryview:
+    return memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
+
+
+def _decode_header(buf: memoryview) -> dict:
+    if len(buf) > MAX_HEADER:
+        raise ProtocolError("header", f"at most {MAX_HEADER} bytes of JSON", f"{len(buf)} bytes",
+                            "send large data as payload frames", code="header_too_large")
+    try:
+        header = json.loads(bytes(buf).decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
+        raise ProtocolError("header", "a UTF-8 JSON object", bytes(buf[:40]), f"the header is not valid JSON ({e})",
+                            code="bad_json") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header", "a JSON object", header, "wrap the fields in an object", code="bad_json")
+    version = header.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("v", f"protocol version {PROTOCOL_VERSION}", version,
+                            "update the add-on or the backend so both speak the same protocol version",
+                            code="version_mismatch")
+    if header.get("type") not in MESSAGE_TYPES:
+        raise ProtocolError("type", f"one of {', '.join(MESSAGE_TYPES)}", header.get("type"),
+                            "check the message type", code="unknown_type")
+    return header
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows to infinity")
+    return value
+
+
+def _decode_payload(desc: FrameDesc, buf: memoryview, max_frame: int) -> Payload:
+    name = f"frames[{desc.name}]"
+    if len(buf) > max_frame:
+        raise ProtocolError(name, f"at most {max_frame} bytes", f"{len(buf)} bytes",
+                            "send a smaller payload (downscale the image or decimate the mesh)", code="frame_too_large")
+    if desc.kind == "png":
+        try:
+            info = pngcodec.png_info(bytes(buf[:33]))
+        except pngcodec.PngError as e:
+            raise ProtocolError(name, "a PNG image", bytes(buf[:16]), f"send a valid PNG ({e})", code="bad_png") from None
+        if max(info.width, info.height) > MAX_IMAGE_SIDE:
+            raise ProtocolError(name, f"an image at most {MAX_IMAGE_SIDE} px a side", f"{info.width}x{info.height}",
+                                "downscale the image", code="image_too_large")
+        return Png(bytes(buf))
+    if desc.kind == "bytes":
+        return Blob(bytes(buf), desc.media_type or "application/octet-stream")
+    if desc.dtype is None or desc.shape is None:
+        raise ProtocolError(name, "dtype and shape for an array", "missing", "describe the array", code="bad_array")
+    dtype = np.dtype(desc.dtype).newbyteorder("<")
+    count = int(np.prod(desc.shape, dtype=np.int64))
+    if count * dtype.itemsize != len(buf):
+        raise ProtocolError(name, f"{count * dtype.itemsize} bytes for {desc.dtype}{list(desc.shape)}",
+                            f"{len(buf)} bytes", "send the array's raw C-order bytes", code="bad_array")
+    return np.frombuffer(buf, dtype=dtype).reshape(desc.shape)  # read-only view, no copy
+
+
+def error_frames(exc: SpecError, job: Optional[str] = None, req: Optional[str] = None) -> list:
+    """The ``error`` reply for a failed validation."""
+    return encode(Error.from_exception(exc, job), req=req)
