@@ -30,10 +30,10 @@ def distill_loss(render: torch.Tensor, target: torch.Tensor, opacity: torch.Tens
     """render, target float [B, 3, h, w] in 0..1; opacity float [B * h * w]. Returns (loss, parts for logging)."""
     l1 = (render - target).abs().mean()
     loss = l1 + sparsity_weight * sparsity(opacity)
-    parts = {"l1": float(l1)}
+    parts = {"l1": float(l1.detach())}
     if lpips is not None and lpips_weight > 0:
         lp = lpips(render, target).mean()
         loss = loss + lpips_weight * lp
-        parts["lpips"] = float(lp)
-    parts["loss"] = float(loss)
+        parts["lpips"] = float(lp.detach())
+    parts["loss"] = float(loss.detach())
     return loss, parts

@@ -10,14 +10,14 @@ Perturbation model (``perturb`` = s > 0), per call and per view, with a = s (t /
     level t leaves of its input (abar_t: SD1.5's cumulative alphas).
 With s = 0 the targets are the exact renders, whatever t.
 
-Rasterisation is a small numpy z-buffer of our own (the rig helper's ``backend.render.rasterize`` was not on main
-when this was written); it follows ``shared.conventions`` (OpenCV cameras, pixel centres at +0.5).
+Rasterisation is a small numpy z-buffer with perspective-correct colour interpolation (``shared.raster`` renders
+normals only, ``backend.render.rasterize`` is the batched torch path for normal maps); it follows
+``shared.conventions`` (OpenCV cameras, pixel centres at +0.5).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -64,35 +64,37 @@ def procedural_albedo(v: np.ndarray, base: np.ndarray) -> np.ndarray:
     return np.clip(base * (1.0 + 0.12 * fine[:, None] + 0.10 * coarse[:, None] * np.array([1.0, 0.6, 0.5])), 0, 1)
 
 
-def ict_oracle_head(npz_path: Path, expressions: Optional[dict[str, float]] = None) -> OracleHead:
-    """The ICT-FaceKit head (thin shells left out), neutral identity, in the head frame (metres, origin at the face
-    region's neutral centroid), coloured per material with procedural detail and baked Lambert shading."""
-    z = np.load(npz_path)
-    names = [str(n) for n in z["expression_names"]]
-    v = z["neutral"].astype(np.float64)
-    for name, w in (expressions or {}).items():
-        if name not in names:
-            raise ValueError(f"expressions: expected ICT names such as {names[:3]}, received {name!r}")
-        v = v + w * z["expression_deltas"][names.index(name)].astype(np.float64)
-    ranges = dict(zip([str(n) for n in z["region_names"]], z["region_vertex_ranges"].tolist()))
-    face_lo, face_hi = ranges["face"]
-    v = (v - z["neutral"][face_lo:face_hi + 1].astype(np.float64).mean(0)) * 0.01  # cm -> m, recentred
-    quads, mats = z["faces"].astype(np.int64), z["face_material"].astype(np.int64)
-    thin = np.zeros(len(v), bool)
-    for name, (lo, hi) in ranges.items():
-        thin[lo:hi + 1] |= name.startswith(THIN_REGIONS)
-    keep = ~thin[np.where(quads < 0, quads[:, :1], quads)].any(1)
-    quads, mats = quads[keep], mats[keep]
-    tris = np.concatenate([quads[:, [0, 1, 2]], quads[quads[:, 3] >= 0][:, [0, 2, 3]]])
-    tri_mats = np.concatenate([mats, mats[quads[:, 3] >= 0]])
-    albedo = np.full((len(v), 3), MATERIAL_ALBEDO["M_Face"])
-    material_names = [str(m) for m in z["material_names"]]
-    for k in range(3):
-        albedo[tris[:, k]] = np.array([MATERIAL_ALBEDO.get(material_names[m], (0.5, 0.5, 0.5)) for m in tri_mats])
-    hair = (v[:, 1] > 0.075) | ((v[:, 2] < -0.06) & (v[:, 1] > -0.02))  # a short dark cap on the back-head material
-    albedo[hair & (albedo[:, 0] == MATERIAL_ALBEDO["M_BackHead"][0])] = (0.22, 0.15, 0.10)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, tris) @ LIGHT_DIR, 0.0, 1.0)
-    return OracleHead(v, tris, procedural_albedo(v, albedo) * shade[:, None])
+def oracle_head(model, identity: Optional[Sequence[float]] = None, expressions: Optional[dict[str, float]] = None,
+                pose: Sequence[float] = (0.0, 0.0, 0.0), gaze: Sequence[float] = (0.0, 0.0)) -> OracleHead:
+    """A posed ``shared.morphable.MorphableModel`` (the ICT head) as the oracle's textured head: thin shells left
+    out, per-material albedo (skin, a short dark hair cap, sclera, iris, teeth, gums) with procedural detail, and
+    Lambert shading from a light fixed to the head, baked per vertex."""
+    v = model.evaluate(identity, expressions, pose, gaze).astype(np.float64)  # [V, 3] head frame, metres
+    faces = model.faces.astype(np.int64)
+    thin_ids = [i for i, n in enumerate(model.region_names) if n.startswith(THIN_REGIONS)]
+    keep = ~np.isin(model.vertex_region[faces], thin_ids).any(1)
+    faces = faces[keep]
+    albedo = np.tile(np.array(MATERIAL_ALBEDO["M_Face"]), (len(v), 1))
+    if "face_material" in model.arrays:
+        names = [str(m) for m in model.arrays["material_names"]]
+        per_face = np.array([MATERIAL_ALBEDO.get(n, (0.5, 0.5, 0.5)) for n in names])[
+            model.arrays["face_material"].astype(np.int64)[keep]]
+        for k in range(3):  # a vertex takes the colour of (one of) its faces
+            albedo[faces[:, k]] = per_face
+    neutral = model.neutral.astype(np.float64)
+    skin = np.isin(model.vertex_region, [model.region_names.index(n) for n in ("face", "head_neck")
+                                          if n in model.region_names])
+    hair = skin & ((neutral[:, 1] > 0.075) | ((neutral[:, 2] < -0.06) & (neutral[:, 1] > -0.02)))
+    albedo[hair] = (0.22, 0.15, 0.10)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, faces) @ LIGHT_DIR, 0.0, 1.0)
+    return OracleHead(v, faces, procedural_albedo(neutral, albedo) * shade[:, None])
+
+
+def default_oracle_head(expressions: Optional[dict[str, float]] = None) -> OracleHead:
+    """The default ICT rig (``shared.morphable.find_default_rig``) as the oracle head."""
+    from shared.morphable import load_default_rig
+
+    return oracle_head(load_default_rig("ict"), expressions=expressions)
 
 
 def rasterize(head: OracleHead, camera: Camera) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,176 @@
+"""The ``generate`` job: a textured 3D head from the posed rig, the reference portrait and the prompt.
+
+1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations
+2. guidance: normal maps of every view -> the prior (joker / free), or the oracle prior (a known textured head)
+3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
+4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
+
+Progress stages: "normals", "prior", "distill" (metrics loss, level, stage; a preview render at each target
+update; ETA), "export". Cancellation lands in any progress call.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
+from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
+from shared.jobs import JOB_KINDS, GenerateParams
+from shared.spec import to_dict
+
+PROGRESS_EVERY_S = 0.5  # step events are throttled to this interval (cancellation is checked every step)
+SHEET_AZIMUTHS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+
+
+class GenerateRunner:
+    kind = JOB_KINDS["generate"]
+
+    def __init__(self, models_dir: Optional[Path] = None, implementation: str = "auto",
+                 guidance_factory: Optional[Callable[..., Any]] = None, **_: Any) -> None:
+        self.models_dir, self.implementation = models_dir, implementation
+        self._guidance_factory = guidance_factory  # tests inject a guidance; None: by params.prior.mode
+
+    def run(self, params: GenerateParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
+        from backend.distill import distill
+
+        r = params.distill.resolved()
+        vertices, faces = _mesh(inputs)
+        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el)
+        guidance = (self._guidance_factory or self._guidance)(params, inputs, vertices, faces, cameras, ctx)
+        lpips, notes = self._lpips(r.lpips_weight, ctx)
+        started, last = time.monotonic(), [0.0]
+
+        def on_event(e) -> None:
+            now = time.monotonic()
+            ctx.check_cancelled()
+            if e.kind == "targets" or now - last[0] >= PROGRESS_EVERY_S or e.step == e.total:
+                last[0] = now
+                what = f"Stage {e.stage}, level t={e.t}" if e.stage else f"dynamic targets, t={e.t}"
+                ctx.progress("distill", e.step, e.total, f"{what}, step {e.step} of {e.total}", preview=e.preview,
+                             eta_s=e.eta_s, loss=e.loss, level=e.t, stage=e.stage)
+
+        result = distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
+                         workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
+                         implementation=self.implementation)
+        sheet = render_sheet(result.field, result.occupancy, r.resolutions[-1], r.samples_per_ray)
+        artifacts = [Artifact("renders.png", "image/png", _png(sheet))]
+        meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
+                "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
+                "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
+                "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
+        glb, export_meta = self._export(result.field, params, ctx)
+        if glb is not None:
+            artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
+        meta["export"] = export_meta
+        meta["total_s"] = round(time.monotonic() - started, 1)
+        return JobResult(meta, artifacts)
+
+    # --- 2. guidance ------------------------------------------------------------------------------------------------
+    def _guidance(self, params: GenerateParams, inputs: dict[str, Input], vertices: np.ndarray, faces: np.ndarray,
+                  cameras: list[Camera], ctx: JobContext):
+        r = params.distill.resolved()
+        if params.prior.mode == "oracle":
+            from backend.distill.oracle import OracleGuidance
+
+            ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
+            guidance = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
+            ctx.progress("prior", 1, 1, "oracle prior ready")
+            return guidance
+        import torch
+
+        from backend.jobs.preview import read_reference
+        from backend.prior import load_prior
+        from backend.prior.guidance import PriorGuidance
+        from backend.render import render_normal_maps
+
+        ctx.progress("prior", 0, 1, f"loading the {params.prior.mode} prior")
+        prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
+        ctx.progress("normals", 0, len(cameras), "rendering normal maps of every view")
+        views = [c.scaled(prior.resolution) for c in cameras]
+        maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
+        ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
+        reference = None
+        if inputs.get("reference") is not None:
+            reference = torch.from_numpy(read_reference(bytes(inputs["reference"]), prior.resolution))[None]
+        return PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
+                             cfg=params.cfg)
+
+    # --- 3. LPIPS ----------------------------------------------------------------------------------------------------
+    def _lpips(self, weight: float, ctx: JobContext):
+        """The LPIPS network when the config uses it and its weights are in the models dir; else None and a note."""
+        if weight <= 0:
+            return None, []
+        from backend.distill.lpips import LPIPS, WEIGHTS_NAME, find_lpips_weights
+        from shared.paths import models_dir
+
+        root = Path(self.models_dir or models_dir())
+        path = find_lpips_weights(root)
+        if path is None:
+            note = (f"LPIPS weights are not at {root / WEIGHTS_NAME}: distilling with L1 alone (see "
+                    "docs/DISTILLATION.md, 'LPIPS weights', to add them)")
+            ctx.progress("distill", 0, 1, note)
+            return None, [note]
+        return LPIPS.from_file(path), []
+
+    # --- 5. export -----------------------------------------------------------------------------------------------------
+    def _export(self, field, params: GenerateParams, ctx: JobContext) -> tuple[Optional[bytes], dict]:
+        from backend.export import export_field
+
+        def progress(stage: str, step: int, total: int) -> None:
+            ctx.progress("export", step, total, stage)
+
+        try:
+            out = export_field(field, params.export, progress=progress)
+        except JobFailed as e:
+            raise JobFailed(f"export: {e}", e.hint, e.code) from e
+        return out.glb, out.meta
+
+
+def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
+    """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
+    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, vertex_normals, LIGHT_DIR
+    from shared.morphable import RigNotFound, load_default_rig
+
+    rig = params.rig
+    try:
+        model = load_default_rig(rig.model)
+    except (RigNotFound, ValueError):
+        model = None
+    if model is not None:
+        return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
+    v, f = vertices.astype(np.float64), faces.astype(np.int64)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f) @ LIGHT_DIR, 0.0, 1.0)
+    return OracleHead(v, f, procedural_albedo(v, np.tile([0.80, 0.58, 0.47], (len(v), 1))) * shade[:, None])
+
+
+def render_sheet(field, occupancy, res: int, samples_per_ray: int) -> np.ndarray:
+    """uint8 [res, 5 res, 3]: the field from five azimuths at elevation 0."""
+    import torch
+
+    from backend.render.volume import render_image
+
+    with torch.no_grad():
+        imgs = [render_image(field, orbit_camera(az, 0.0, res), samples_per_ray, occupancy)["rgb"]
+                for az in SHEET_AZIMUTHS]
+    sheet = torch.cat(imgs, dim=2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (sheet * 255.0).round().astype(np.uint8)
+
+
+def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
+    vertices = np.asarray(inputs["vertices"], dtype=np.float32)
+    faces = np.asarray(inputs["faces"]).astype(np.int64)
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise JobFailed(f"inputs.faces: expected indices in [0, {len(vertices)}), received "
+                        f"[{faces.min()}, {faces.max()}]", "send faces that index the vertices array",
+                        code="invalid_input")
+    return vertices, faces
+
+
+def _png(image: np.ndarray) -> bytes:
+    from backend.jobs.preview import png_bytes
+
+    return png_bytes(image)
