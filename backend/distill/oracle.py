@@ -6,8 +6,9 @@ ground-truth guidance for the same purpose).
 Perturbation model (``perturb`` = s > 0), per call and per view, with a = s (t / 999)^2:
   * geometry: an image-plane similarity warp (shift ~ 5% a of the image, rotation ~ 10 a deg, scale ~ 5% a),
   * colour: per-channel gains ~ 15% a and a smooth 4x4 colour field ~ 10% a,
-  * trust in the input: out = abar_t render + (1 - abar_t) perturbed_truth, as a denoiser keeps what the noise at
-    level t leaves of its input (abar_t: SD1.5's cumulative alphas).
+  * trust in the input: the render's structure coarser than sigma_t = 2 sqrt((1 - abar_t) / abar_t) px (at 64 px)
+    is kept and only finer detail comes from the perturbed truth, as noise at level t destroys detail below about
+    that scale and a denoiser (or an SDEdit run from t) keeps the rest (abar_t: SD1.5's cumulative alphas).
 With s = 0 the targets are the exact renders, whatever t.
 
 Rasterisation is a small numpy z-buffer with perspective-correct colour interpolation (``shared.raster`` renders
@@ -158,6 +159,9 @@ def sd_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, 0)
 
 
+KEEP_SCALE_PX = 2.0  # at 64 px, level t keeps the input's structure coarser than 2 sqrt((1 - abar) / abar) px
+
+
 class OracleGuidance:
     """``backend.guidance.Guidance`` from a known head. Renders every view once at ``resolution``."""
 
@@ -180,7 +184,17 @@ class OracleGuidance:
         out = _colour_jitter(_warp(truth, a, g), a, g)
         x = F.interpolate(images.detach().float(), size=truth.shape[-2:], mode="bilinear", align_corners=False)
         abar = float(self.alphas_cumprod[int(t)])
-        return (abar * x + (1.0 - abar) * out).clamp(0.0, 1.0)
+        sigma = KEEP_SCALE_PX * self.resolution / 64.0 * ((1.0 - abar) / abar) ** 0.5
+        return (out + lowpass(x, sigma) - lowpass(out, sigma)).clamp(0.0, 1.0)
+
+
+def lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Keep structure coarser than about ``sigma`` pixels: area-downsample by 2 sigma, bilinear back up."""
+    if sigma < 0.5:
+        return img
+    H = img.shape[-1]
+    small = F.interpolate(img, size=max(1, round(H / (2.0 * sigma))), mode="area")
+    return F.interpolate(small, size=img.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _randn(shape, g: torch.Generator) -> torch.Tensor:

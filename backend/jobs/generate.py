@@ -5,8 +5,8 @@
 3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
 4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
 
-Progress stages: "normals", "prior", "distill" (metrics loss, level, stage; a preview render at each target
-update; ETA), "export". Cancellation lands in any progress call.
+Progress stages: "normals", "prior", "distill" (metrics loss, level = the noise level t, distill_stage = 1 or 2;
+a preview render at each target update; ETA), "export". Cancellation lands in any progress call.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class GenerateRunner:
             if e.kind == "targets" or now - last[0] >= PROGRESS_EVERY_S or e.step == e.total:
                 last[0] = now
                 what = f"Stage {e.stage}, level t={e.t}" if e.stage else f"dynamic targets, t={e.t}"
+                metrics = {"level": e.t, "distill_stage": e.stage, **({"loss": e.loss} if e.loss == e.loss else {})}
                 ctx.progress("distill", e.step, e.total, f"{what}, step {e.step} of {e.total}", preview=e.preview,
-                             eta_s=e.eta_s, loss=e.loss, level=e.t, stage=e.stage)
+                             eta_s=e.eta_s, **metrics)
 
         result = distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
                          workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
