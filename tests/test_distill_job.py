@@ -79,15 +79,11 @@ def test_generate_with_the_oracle_reports_progress_and_returns_renders_and_glb(r
 
 @pytest.mark.slow
 def test_generate_cancels_and_resumes(rig, tmp_path):
-    events = []
-    ctx = JobContext("j2", tmp_path, emit=events.append)
-
-    def emit(e):
-        events.append(e)
+    def emit(e):  # the user presses Cancel once step 20 is reported
         if e.stage == "distill" and e.step >= 20 and "loss" in e.metrics:
             ctx.cancel()
 
-    ctx._emit = emit
+    ctx = JobContext("j2", tmp_path, emit=emit)
     with pytest.raises(JobCancelled):
         GenerateRunner().run(_params(steps=400, checkpoint_every=5), _inputs(rig), ctx)
     state = torch.load(tmp_path / "distill" / "distill_state.pt", weights_only=True)

@@ -73,8 +73,9 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
     r = cfg.resolved()
     schedule = Schedule(r)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    field = HeadNeRF.from_config(r, implementation).to(device)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        field = HeadNeRF.from_config(r, implementation).to(device)
     occupancy = OccupancyGrid(field.radius, r.occupancy_res).to(device)
     optimizer = torch.optim.AdamW(field.param_groups(r.lr_grid, r.lr_mlp), **ADAMW)
     delta = step_size(field.radius, r.samples_per_ray)

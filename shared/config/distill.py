@@ -41,10 +41,11 @@ PRESETS: dict[str, dict[str, object]] = {
         targets="progressive", checkpoint_every=200),
 }
 
-# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py on 2 shared
+# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py (draft, 451 s
+# for 1500 steps) on one thread of 2 shared
 # cores with the oracle prior; "cuda": an A100-class estimate for the Joker prior in bf16 (not measured here).
 _COST = {  # (seconds per million ray samples trained, seconds per one-step target, per DDIM step of Stage 2)
-    "cpu": (2.4, 0.004, 0.004),
+    "cpu": (3.3, 0.004, 0.004),
     "cuda": (0.05, 0.12, 0.1),
 }
 
