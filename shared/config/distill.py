@@ -41,12 +41,13 @@ PRESETS: dict[str, dict[str, object]] = {
         targets="progressive", checkpoint_every=200),
 }
 
-# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py (draft, 451 s
-# for 1500 steps) on one thread of 2 shared
-# cores with the oracle prior; "cuda": an A100-class estimate for the Joker prior in bf16 (not measured here).
-_COST = {  # (seconds per million ray samples trained, seconds per one-step target, per DDIM step of Stage 2)
+# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py (draft: 451 s
+# for 1500 steps on one thread of 2 shared cores, oracle prior). "cuda": an estimate, not measured here: ~0.15 s per
+# reference step (64 x 64^2 rays, tcnn) and ~0.12 s / 0.1 s per view for a one-step target / a Stage 2 DDIM step of
+# the Joker prior in bf16 on an A100-class GPU.
+_COST = {  # (seconds per million marched ray samples, seconds per one-step target, per DDIM step of Stage 2)
     "cpu": (3.3, 0.004, 0.004),
-    "cuda": (0.05, 0.12, 0.1),
+    "cuda": (0.008, 0.12, 0.1),
 }
 
 
