@@ -32,6 +32,7 @@ class PngInfo:
 
 
 def _chunks(data: bytes):
+    data = memoryview(data)  # chunk bodies are views: checking a large PNG copies nothing
     pos = len(SIGNATURE)
     while pos + 8 <= len(data):
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
@@ -39,7 +40,7 @@ def _chunks(data: bytes):
         if end > len(data):
             raise PngError("truncated PNG chunk")
         body = data[pos + 8:pos + 8 + length]
-        if zlib.crc32(ctype + body) != struct.unpack(">I", data[end - 4:end])[0]:
+        if zlib.crc32(body, zlib.crc32(ctype)) != struct.unpack(">I", data[end - 4:end])[0]:
             raise PngError(f"bad CRC in PNG chunk {ctype!r}")
         yield ctype, body
         pos = end
@@ -64,6 +65,14 @@ def png_info(data: bytes) -> PngInfo:
     if channels is None or depth not in (1, 2, 4, 8, 16):
         raise PngError(f"invalid PNG colour type {ctype} / bit depth {depth}")
     return PngInfo(width, height, channels, depth, bool(interlace))
+
+
+def png_check(data: bytes) -> PngInfo:
+    """:func:`png_info` plus every chunk's length and CRC up to IEND, and at least one IDAT. Nothing inflated."""
+    info = png_info(data)
+    if b"IDAT" not in {ctype for ctype, _ in _chunks(data)}:
+        raise PngError("PNG without image data (IDAT)")
+    return info
 
 
 def encode_png(image: np.ndarray, level: int = 6) -> bytes:
@@ -97,7 +106,7 @@ def decode_png(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
     stride = info.width * c
     need = info.height * (stride + 1)
     inflater, out = zlib.decompressobj(), bytearray()
-    for ctype, body in _chunks(bytes(data)):
+    for ctype, body in _chunks(data):
         if ctype == b"IDAT":
             out += inflater.decompress(body, need + 1 - len(out))
             if len(out) > need:
