@@ -13,6 +13,7 @@ Job ids are validated against ``shared.protocol.JOB_ID`` before they touch a pat
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -116,8 +117,8 @@ class JobStore:
         except OSError as e:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"cannot store job {record.job} in {self.root}: {e.strerror or e} — free disk space "
-                             "or point --jobs-dir at a larger disk") from e
+            raise StoreError(f"cannot store job {record.job} in {self.root}: {e.strerror or e} — "
+                             f"{_fix(e, self.root)}") from e
 
     def save_state(self, record: JobRecord) -> None:
         record.updated = time.time()
@@ -146,14 +147,20 @@ class JobStore:
                 _atomic_write(tmp / art.name, art.data)
                 listing.append({"name": art.name, "media_type": art.media_type, "size": len(art.data)})
             _atomic_write(tmp / "meta.json", json.dumps({"meta": meta, "artifacts": listing}).encode())
-            os.replace(tmp, job_dir / "result")
+            old = None
+            if (job_dir / "result").exists():  # a rerun: move the old result aside (sweep() removes it after a crash)
+                old = Path(tempfile.mkdtemp(dir=job_dir, prefix=".result-old-"))
+                os.replace(job_dir / "result", old / "result")
+            os.replace(tmp, job_dir / "result")  # the commit point: from here on the job has its result
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         except (OSError, StoreError) as e:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, StoreError):
                 raise
-            raise StoreError(f"cannot store the result of job {job_id}: {e.strerror or e} — free disk space in "
-                             f"{self.root}; the job can be resubmitted with the same id") from e
+            raise StoreError(f"cannot store the result of job {job_id}: {e.strerror or e} — {_fix(e, self.root)}; "
+                             "then resubmit the job with the same id") from e
 
     # --- reading ------------------------------------------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord:
@@ -232,6 +239,15 @@ class JobStore:
         return {"job": r.job, "kind": r.kind, "client": r.client, "digest": r.digest, "state": r.state,
                 "created": r.created, "updated": r.updated, "error": r.error, "last_seq": r.last_seq, "attempts": r.attempts,
                 "started": r.started}
+
+
+def _fix(e: OSError, root: Path) -> str:
+    """What an operator should do about a storage error."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"free disk space in {root} or point --jobs-dir at a larger disk"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {root} writable for the server"
+    return f"check the disk holding {root}"
 
 
 def _describe(value: Payload) -> dict:

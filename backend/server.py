@@ -141,6 +141,9 @@ class Server:
             job = _Job(record)
             self.jobs[record.job] = job
             record.last_seq = max(record.last_seq, self.store.last_seq(record.job))  # progress saved after state
+            if record.state in ("queued", "running", "interrupted") and self.store.has_result(record.job):
+                record.state, record.error = "done", None  # killed between committing the result and the state
+                self._save_state(record)
             if record.state in ("queued", "running", "interrupted") and record.kind not in self.runners:
                 record.state, record.error = "failed", {
                     "code": "unknown_kind", "message": f"this server no longer runs {record.kind} jobs",
@@ -436,8 +439,8 @@ class Server:
         except JobFailed as e:
             record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
         except StoreError as e:
-            record.state, record.error = "failed", {"code": "storage", "message": str(e),
-                                                    "hint": "free disk space on the server, then resubmit"}
+            record.state, record.error = "failed", {"code": "storage", "message": P.clip(str(e), 2000),
+                                                    "hint": "fix the server's storage (see the message), then resubmit"}
         except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
             record.state, record.error = "failed", _describe_exception(e)
             log.error("job %s failed:\n%s", record.job, traceback.format_exc())

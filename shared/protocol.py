@@ -284,6 +284,8 @@ def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[t
     if len(descs) != len(frames) - 1:
         raise ProtocolError("frames", f"{len(descs)} payload frames as described", f"{len(frames) - 1} frames",
                             "send one frame per entry of header.frames", code="frame_count")
+    if "" in header:  # an unknown key that the error's ``field`` could not name
+        raise ProtocolError("header", "named fields", '""', "remove the field with an empty name", code="unknown_field")
     body = from_dict(MESSAGE_TYPES[mtype], header)
     payloads: dict[str, Payload] = {}
     for i, raw_desc in enumerate(descs):
