@@ -7,9 +7,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from backend.commands import server_cmds
+from backend.commands import model_cmds, rig_cmds, server_cmds
 
-COMMAND_MODULES = [server_cmds]
+COMMAND_MODULES = [server_cmds, rig_cmds, model_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

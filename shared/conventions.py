@@ -162,3 +162,75 @@ def head_to_blender(p: np.ndarray) -> np.ndarray:
 def blender_to_head(p: np.ndarray) -> np.ndarray:
     """Inverse of :func:`head_to_blender`."""
     return np.stack([p[..., 0], p[..., 2], -p[..., 1]], axis=-1)
+
+
+# --- projection ---------------------------------------------------------------------------------------------------
+def project_points(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head-frame points [..., 3] -> pixel coordinates float64 [..., 2] (top-left corner origin, x right, y down)
+    and camera-space depth float64 [...] (OpenCV z, metres; points behind the camera have z <= 0)."""
+    w2c = camera.w2c
+    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+    z = p[..., 2]
+    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    K = camera.K
+    uv = np.stack([K[0, 0] * p[..., 0] / safe + K[0, 2], K[1, 1] * p[..., 1] / safe + K[1, 2]], axis=-1)
+    return uv, z
+
+
+def fov_y_deg(camera: Camera) -> float:
+    """Vertical field of view in degrees (principal point at the centre)."""
+    return float(np.degrees(2.0 * np.arctan(camera.height / (2.0 * camera.K[1, 1]))))
+
+
+# --- Blender -------------------------------------------------------------------------------------------------------
+# Head frame -> Blender world as a 4x4 (the linear map of head_to_blender). Blender cameras look down their local -Z
+# with +Y up (OpenGL), so c2w_blender = HEAD_TO_BLENDER @ c2w_opencv @ OPENCV_TO_OPENGL.
+HEAD_TO_BLENDER = np.array([[1.0, 0, 0, 0], [0, 0, -1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+BLENDER_SENSOR_MM = 36.0
+
+
+@dataclass(frozen=True)
+class BlenderCamera:
+    """Blender camera parameters for a :class:`Camera` (sensor_fit 'AUTO': the sensor spans the larger side).
+
+    matrix_world: float64 [4, 4] object matrix in Blender's world (Z up, the head's front facing -Y).
+    lens_mm, sensor_width_mm: camera.data.lens / sensor_width.  shift_x, shift_y: camera.data.shift_x/y in units
+    of the larger image side.  resolution_x/y: scene.render.resolution_x/y at 100 %.
+    """
+
+    matrix_world: np.ndarray
+    lens_mm: float
+    sensor_width_mm: float
+    shift_x: float
+    shift_y: float
+    resolution_x: int
+    resolution_y: int
+    sensor_fit: str = "AUTO"
+
+
+def camera_to_blender(camera: Camera, sensor_width_mm: float = BLENDER_SENSOR_MM) -> BlenderCamera:
+    """The Blender camera that renders exactly ``camera``'s image (square pixels: fx must equal fy)."""
+    K, W, H = camera.K, camera.width, camera.height
+    if not np.isclose(K[0, 0], K[1, 1], rtol=1e-9):
+        raise ValueError(f"camera.K: expected square pixels (fx == fy), received fx={K[0, 0]}, fy={K[1, 1]} — "
+                         "Blender cameras have one focal length; resample the image to square pixels")
+    side = max(W, H)
+    return BlenderCamera(
+        matrix_world=HEAD_TO_BLENDER @ camera.c2w @ OPENCV_TO_OPENGL,
+        lens_mm=float(K[0, 0] * sensor_width_mm / side), sensor_width_mm=float(sensor_width_mm),
+        shift_x=float((W / 2.0 - K[0, 2]) / side), shift_y=float((K[1, 2] - H / 2.0) / side),
+        resolution_x=int(W), resolution_y=int(H))
+
+
+def camera_from_blender(bc: BlenderCamera) -> Camera:
+    """Inverse of :func:`camera_to_blender` (for the add-on's viewport or scene camera; sensor_fit 'AUTO')."""
+    if bc.sensor_fit != "AUTO":
+        raise ValueError(f"sensor_fit: expected 'AUTO', received {bc.sensor_fit!r} — set the camera's Sensor Fit "
+                         "to Auto")
+    W, H = bc.resolution_x, bc.resolution_y
+    side = max(W, H)
+    f = bc.lens_mm / bc.sensor_width_mm * side
+    K = np.array([[f, 0.0, W / 2.0 - bc.shift_x * side], [0.0, f, H / 2.0 + bc.shift_y * side], [0.0, 0.0, 1.0]])
+    c2w = np.linalg.inv(HEAD_TO_BLENDER) @ np.asarray(bc.matrix_world, dtype=np.float64) @ OPENCV_TO_OPENGL
+    return Camera(K, c2w, W, H)

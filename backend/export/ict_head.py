@@ -1,0 +1,121 @@
+"""The true ICT-FaceKit head as a field: the stand-in for an oracle distillation in tests and the benchmark.
+
+The rig data (``ict_facekit_f16.npz``: centimetres, +Y up, +Z forward) becomes the head frame of
+``shared.conventions``: metres, origin where the rig converter (``shared.ict``) puts it. The closed body is the skin
+(face + head_neck) with the mouth and eye sockets and the eyeballs, the neck hole capped; its signed distance is
+sampled on a grid (exact distances to dense surface samples in a narrow band, flood-fill signs elsewhere) and
+turned into a NeRF-like density by :class:`backend.export.reference_fields.GridSDFField`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from backend.export.reference_fields import GridSDFField
+from shared.conventions import NERF_BOUND_RADIUS_M
+from shared.ict import REGIONS, arrays_from_archive
+
+SHELL = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")
+EYES = ("eyeball_L", "eyeball_R")
+SKIN = ("face", "head_neck")  # the visible surface the Chamfer distance is measured against
+
+
+def load_ict(npz: Path) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
+    """Neutral vertices float64 [V, 3] (head frame, metres, the rig's origin), triangles int [F, 3], region ranges.
+
+    Goes through the rig converter (``shared.ict``), so the origin is exactly the rig's."""
+    with np.load(npz) as d:
+        arrays = arrays_from_archive({k: d[k] for k in d.files})
+    return arrays["neutral"].astype(np.float64), arrays["faces"].astype(np.int64), \
+        {name: (a, b) for name, a, b in REGIONS}
+
+
+def region_mesh(v: np.ndarray, tri: np.ndarray, regions: dict, names: tuple[str, ...]) -> trimesh.Trimesh:
+    keep = np.zeros(len(v), bool)
+    for n in names:
+        a, b = regions[n]
+        keep[a:b + 1] = True
+    m = trimesh.Trimesh(v, tri[keep[tri].all(axis=1)], process=False)
+    m.remove_unreferenced_vertices()
+    return m
+
+
+def _cap(m: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Fans closing each boundary loop of ``m`` around the loop's centroid (the neck hole), unoriented."""
+    edges = m.edges_sorted
+    boundary = edges[trimesh.grouping.group_rows(edges, require_count=1)]
+    faces, verts, n = [], [m.vertices], len(m.vertices)
+    for loop in trimesh.graph.connected_components(boundary, min_len=3):
+        verts.append(m.vertices[loop].mean(axis=0)[None])
+        members = set(loop)
+        faces.append(np.array([[a, b, n] for a, b in boundary if a in members]))
+        n += 1
+    return trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
+
+
+def _cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
+    """``m`` closed with :func:`_cap` and oriented outward."""
+    cap = _cap(m)
+    capped = trimesh.Trimesh(cap.vertices, np.concatenate([m.faces, cap.faces]), process=True)
+    trimesh.repair.fix_normals(capped)
+    return capped
+
+
+def head_body(npz: Path) -> list[trimesh.Trimesh]:
+    """The closed parts of the true head (capped shell, two eyeballs), outward-oriented, head frame."""
+    v, tri, regions = load_ict(npz)
+    parts = [_cap_holes(region_mesh(v, tri, regions, SHELL))]
+    for eye in EYES:
+        m = region_mesh(v, tri, regions, (eye,))
+        trimesh.repair.fix_normals(m)
+        parts.append(m)
+    return parts
+
+
+def skin_samples(npz: Path, count: int, seed: int = 0) -> np.ndarray:
+    """float64 [count, 3] points spread evenly (by area) on the visible skin of the true head, neck cap included
+    (the field closes the neck there, so the exported mesh does too)."""
+    v, tri, regions = load_ict(npz)
+    shell = region_mesh(v, tri, regions, SHELL)
+    cap = _cap(shell)
+    skin = trimesh.util.concatenate([region_mesh(v, tri, regions, SKIN), trimesh.Trimesh(cap.vertices, cap.faces)])
+    pts, _ = trimesh.sample.sample_surface(skin, count, seed=seed)
+    return pts
+
+
+def sdf_grid(parts: list[trimesh.Trimesh], resolution: int, bound: float = NERF_BOUND_RADIUS_M,
+             band_cells: int = 3, seed: int = 0) -> np.ndarray:
+    """Signed distance (metres, negative inside) on linspace(-bound, bound, R)³: float32 [R, R, R]."""
+    h = 2.0 * bound / (resolution - 1)
+    area = sum(p.area for p in parts)
+    pts, nrm = [], []
+    for p in parts:
+        s, fi = trimesh.sample.sample_surface(p, int(p.area / area * 6.0 * area / (0.35 * h) ** 2), seed=seed)
+        pts.append(s)
+        nrm.append(p.face_normals[fi])
+    pts, nrm = np.concatenate(pts), np.concatenate(nrm)
+    idx = np.clip(np.round((pts + bound) / h).astype(np.int64), 0, resolution - 1)
+    band = np.zeros((resolution,) * 3, bool)
+    band[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    band = ndimage.binary_dilation(band, iterations=band_cells)
+    lab, _ = ndimage.label(~band)
+    border = np.unique(np.concatenate([lab[[0, -1]].ravel(), lab[:, [0, -1]].ravel(), lab[:, :, [0, -1]].ravel()]))
+    outside = np.isin(lab, border[border > 0])
+    far = ndimage.distance_transform_edt(~band) * h + band_cells * h
+    sdf = np.where(outside, far, -far).astype(np.float32)
+    bi = np.argwhere(band)
+    q = -bound + bi * h
+    dist, nearest = cKDTree(pts).query(q, workers=2)
+    sign = np.where(np.einsum("ij,ij->i", q - pts[nearest], nrm[nearest]) >= 0, 1.0, -1.0)
+    sdf[bi[:, 0], bi[:, 1], bi[:, 2]] = sign * dist
+    return sdf
+
+
+def ict_head_field(npz: Path, resolution: int = 192, **kw) -> GridSDFField:
+    """The true ICT head as a Field (density from its signed distance, colour a known smooth pattern)."""
+    return GridSDFField(sdf_grid(head_body(npz), resolution), NERF_BOUND_RADIUS_M, **kw)

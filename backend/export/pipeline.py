@@ -1,0 +1,104 @@
+"""``export_field``: the export stages in order, each timed and reported."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from backend.export import bake as bake_mod
+from backend.export import surface, unwrap as unwrap_mod, write
+from backend.export.grid import Grid, _field_device, query, sample_density
+from backend.export.iso import choose_iso_level
+from backend.runner import JobFailed
+from shared.config.export import ExportConfig
+from shared.spec import check
+
+FRAME = "head (glTF +Y up, +Z out of the face)"
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+@dataclass
+class ExportResult:
+    glb: bytes  # the textured mesh, binary glTF 2.0
+    meta: dict[str, Any]  # faces, vertices, texture, units, frame, iso_level, timings_s, ...
+    files: dict[str, bytes] = dc_field(default_factory=dict)  # optional extras by file name (OBJ, MTL, PNG)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str, progress: Progress) -> Iterator[None]:
+    if progress:
+        progress(stage, 0, 1)
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - t0, 3)
+    if progress:
+        progress(stage, 1, 1)
+
+
+def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> ExportResult:
+    """Extract, clean, decimate, unwrap, bake and write the field's head as a GLB (see the package docstring).
+
+    field: a :class:`backend.guidance.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
+    total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
+    Raises :class:`backend.runner.JobFailed` when the field holds no surface.
+    """
+    cfg = check(cfg)
+    grid, t, info = Grid(cfg.resolution), {}, {}
+    t_start = time.perf_counter()
+    with _timed(t, "sample", progress):
+        sigma = sample_density(field, grid, cfg.chunk, progress)  # [R, R, R] per metre
+    with _timed(t, "iso", progress):
+        level, iso_info = _iso_level(sigma, grid, cfg)
+    with _timed(t, "marching_cubes", progress):
+        v, f = surface.marching_cubes(sigma, level, grid)
+        del sigma
+        if len(f) == 0:
+            raise JobFailed(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
+        info["marching_cubes_faces"] = int(len(f))
+    with _timed(t, "clean", progress):
+        v, f, clean_info = surface.keep_head(v, f, grid, cfg.keep_fraction)
+    with _timed(t, "decimate", progress):
+        v, f = surface.decimate(v, f, cfg.faces)
+        info["open_edges"] = surface.open_edges(f)
+        n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
+    with _timed(t, "unwrap", progress):
+        uw = unwrap_mod.unwrap(v, f, cfg.texture, cfg.padding, cfg.uv_patches)
+    positions, normals = v[uw.source], n[uw.source]
+    with _timed(t, "bake", progress):
+        device = _field_device(field)
+        texture, coverage = bake_mod.bake(uw.uv, uw.faces, positions, cfg.texture,
+                                          lambda p: query(field.colour, p, cfg.chunk, device))
+    with _timed(t, "write", progress):
+        glb = write.write_glb(positions, normals, uw.faces, uw.uv, texture)
+        files = _extra_files(cfg, positions, normals, uw, texture)
+    t["total"] = round(time.perf_counter() - t_start, 3)
+    lo, hi = positions.min(0), positions.max(0)
+    meta = {"faces": int(len(uw.faces)), "vertices": int(len(positions)), "texture": [cfg.texture, cfg.texture],
+            "units": "m", "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
+            "charts": uw.charts, "uv_utilization": round(uw.utilization, 4), "texel_coverage": round(coverage, 4),
+            "bbox_min_m": lo.round(5).tolist(), "bbox_max_m": hi.round(5).tolist(), "timings_s": t,
+            "grid": cfg.resolution, "format": cfg.format}
+    return ExportResult(glb=glb, meta=meta, files=files)
+
+
+def _iso_level(sigma: np.ndarray, grid: Grid, cfg: ExportConfig) -> tuple[float, dict[str, Any]]:
+    if cfg.iso is not None:
+        return float(cfg.iso), {"iso_source": "override"}
+    choice = choose_iso_level(sigma, grid.spacing)
+    if not np.isfinite(choice.level):
+        raise JobFailed("the field is empty: no ray through the bound reaches opacity 1/2",
+                        hint="the distillation produced no head; check its previews, or set ExportConfig.iso")
+    return choice.level, {"iso_source": "auto", "iso_error": round(choice.error, 4),
+                          "iso_opaque_rays": choice.opaque_rays}
+
+
+def _extra_files(cfg: ExportConfig, positions: np.ndarray, normals: np.ndarray, uw: unwrap_mod.Unwrapped,
+                 texture: np.ndarray) -> dict[str, bytes]:
+    if cfg.format != "glb+obj":
+        return {}
+    obj, mtl = write.write_obj(positions, normals, uw.faces, uw.uv)
+    return {"joker_head.obj": obj, "joker_head.mtl": mtl, "joker_head.png": write.png_bytes(texture)}

@@ -1,0 +1,93 @@
+"""The models-dir layout (docs/MODELS.md): which files each prior mode reads, where they come from, and the error
+that names the missing ones and the command that fetches them. ``shared.paths.models_dir()`` is the root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from backend.runner import JobFailed
+
+SD15_DIR = "stable-diffusion-v1-5"
+VAE_DIR = "sd-vae-ft-mse"
+CONTROLNET_DIR = "control_v11p_sd15_normalbae"
+JOKER_CHECKPOINT = "joker/bfm_ft_NersembleCelebvtext_230000.bin"
+CHECKSUMS = "checksums.json"  # sha256 of every fetched file, written by fetch-models
+
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+VAE_REPO = "stabilityai/sd-vae-ft-mse"
+CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_normalbae"
+# The authors' share (joker-facts): assets.zip holds the checkpoint at this member path.
+JOKER_SHARE_URL = "https://keeper.mpdl.mpg.de/d/ef36c2fe25944366a088/files/?p=%2Fassets.zip&dl=1"
+JOKER_ZIP_MEMBER = "assets/joker/pretrained/bfm_ft_NersembleCelebvtext_230000.bin"
+
+# What joker mode reads from the SD1.5 folder: tokenizer, scheduler and the architecture configs (the checkpoint
+# holds all weights).
+SD15_CONFIG_FILES = ("tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
+                     "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json",
+                     "text_encoder/config.json", "unet/config.json")
+SD15_WEIGHT_FILES = ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
+DIFFUSERS_MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of the layout: its place under the models dir and where fetch-models gets it."""
+
+    path: str  # relative to the models dir
+    repo: Optional[str] = None  # Hugging Face repo (file = path inside it), or None for the authors' share
+    repo_path: str = ""
+
+
+def base_model_dir(models_dir: Path, base_model: str) -> Path:
+    """The SD1.5 folder: ``base_model`` is a name under the models dir or an absolute path."""
+    p = Path(base_model).expanduser()
+    return p if p.is_absolute() else Path(models_dir) / base_model
+
+
+def mode_files(mode: str, base_model: str = SD15_DIR) -> list[ModelFile]:
+    """The files ``mode`` (joker | free) needs, relative to the models dir (absolute for a base model path)."""
+    sd_files = SD15_CONFIG_FILES + (SD15_WEIGHT_FILES if mode == "free" else ())
+    files = [ModelFile(f"{base_model}/{f}", SD15_REPO if base_model == SD15_DIR else None, f) for f in sd_files]
+    if mode == "joker":
+        files += [ModelFile(f"{VAE_DIR}/{f}", VAE_REPO, f) for f in DIFFUSERS_MODEL_FILES]
+        files.append(ModelFile(JOKER_CHECKPOINT))
+    elif mode == "free":
+        files += [ModelFile(f"{CONTROLNET_DIR}/{f}", CONTROLNET_REPO, f) for f in DIFFUSERS_MODEL_FILES]
+    else:
+        raise ValueError(f"mode: expected joker or free, received {mode!r}")
+    return files
+
+
+def fetch_command(mode: str, models_dir: Path) -> str:
+    from shared.paths import models_dir as default_models_dir
+
+    extra = "" if Path(models_dir) == default_models_dir() else f" --models-dir {models_dir}"
+    return f"joker-head fetch-models --mode {mode}{extra}"
+
+
+def missing_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> list[Path]:
+    """Absolute paths of the files ``mode`` needs that are not on disk."""
+    out = []
+    for f in mode_files(mode, base_model):
+        p = Path(f.path).expanduser()
+        p = p if p.is_absolute() else Path(models_dir) / p
+        if not p.is_file():
+            out.append(p)
+    return out
+
+
+def require_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> None:
+    """Raise a :class:`JobFailed` that lists exactly which files are missing, where, and how to fetch them."""
+    missing = missing_files(mode, models_dir, base_model)
+    if not missing:
+        return
+    listing = "\n".join(f"  {p}" for p in missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+    custom = Path(base_model).is_absolute() or base_model != SD15_DIR
+    hint = f"run `{fetch_command(mode, models_dir)}`"
+    if custom:
+        hint += f" (it fetches the stock parts; the base model {base_model!r} must be a diffusers SD1.5 folder you provide)"
+    raise JobFailed(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}", hint,
+                    code="missing_weights")

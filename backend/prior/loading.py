@@ -1,0 +1,130 @@
+"""Loading the prior's modules for each mode (joker-facts §1 for the official checkpoint's traps).
+
+joker: the official checkpoint (a torch pickle, read with ``weights_only=True``) for text encoder, UNets and
+       ControlNet; architecture configs, tokenizer and scheduler from the SD1.5 folder; the VAE from sd-vae-ft-mse
+       (what the authors' distillation does; the checkpoint's own ``vae.*`` keys can be loaded with
+       ``vae_source="checkpoint"``, their old attention names renamed).
+free:  any SD1.5 diffusers folder + control_v11p_sd15_normalbae; reference attention runs on the same UNet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from backend.prior import layout
+from backend.prior.models import (JOKER_CONTROL, NORMALBAE_CONTROL, PriorModules, joker_controlnet,
+                                  rename_legacy_vae_keys, split_official, text_encoder_keys)
+from backend.runner import JobFailed
+
+
+class CheckpointError(JobFailed):
+    """The official checkpoint does not match the architecture (lists missing and unexpected keys)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message, hint or "check that the file is bfm_ft_NersembleCelebvtext_230000.bin from the "
+                                          "authors' share; fetch it again with `joker-head fetch-models --mode joker`",
+                         code="bad_checkpoint")
+
+
+def _key_list(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(sorted(keys)[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], component: str) -> nn.Module:
+    """Load ``sd`` into ``module`` (possibly on the meta device) strictly; a mismatch names the keys."""
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{component}: the checkpoint does not match the model: "
+                              f"missing keys [{_key_list(missing)}]; unexpected keys [{_key_list(unexpected)}]")
+    try:
+        module.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{component}: {e}") from e
+    return module
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The official .bin as a flat {key: tensor}; never unpickles arbitrary objects (``weights_only=True``)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corrupt zip is the same user problem
+        raise CheckpointError(f"cannot read {path} as a tensor-only torch checkpoint: {e}") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path} is not a state dict of tensors")
+    return sd
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def _empty(build):
+    """Build a module without allocating its parameters (they arrive from the checkpoint with assign=True)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return build()
+
+
+def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: str = "ft-mse") -> PriorModules:
+    """The official prior: checkpoint + SD1.5 configs/tokenizer/scheduler + sd-vae-ft-mse."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    layout.require_files("joker", models_dir, base_model)
+    sd_dir = layout.base_model_dir(models_dir, base_model)
+    parts, unknown = split_official(read_checkpoint(Path(models_dir) / layout.JOKER_CHECKPOINT))
+    if unknown:
+        raise CheckpointError(f"checkpoint keys outside {', '.join(p for p in parts)}: [{_key_list(unknown)}]")
+    unet_config = UNet2DConditionModel.load_config(sd_dir / "unet")
+    text_config = CLIPTextConfig.from_pretrained(sd_dir / "text_encoder")
+    text_encoder = _empty(lambda: CLIPTextModel(text_config))
+    load_strict(text_encoder, text_encoder_keys(parts["text_encoder"], text_encoder), "text_encoder")
+    unets = {}
+    for name in ("unet", "ref_unet"):
+        unets[name] = load_strict(_empty(lambda: UNet2DConditionModel.from_config(unet_config)), parts[name], name)
+    controlnet = _empty(lambda: joker_controlnet(unets["ref_unet"], load_weights_from_unet=False))
+    load_strict(controlnet, parts["controlnet"], "controlnet")
+    if vae_source == "checkpoint":
+        vae = _empty(lambda: AutoencoderKL.from_config(AutoencoderKL.load_config(Path(models_dir) / layout.VAE_DIR)))
+        load_strict(vae, rename_legacy_vae_keys(parts["vae"]), "vae")
+    else:
+        vae = AutoencoderKL.from_pretrained(Path(models_dir) / layout.VAE_DIR)
+    return PriorModules(tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"), text_encoder=text_encoder,
+                        vae=vae, unet=unets["unet"], ref_unet=unets["ref_unet"], controlnet=controlnet,
+                        scheduler_config=_json(sd_dir / "scheduler" / "scheduler_config.json"),
+                        control=JOKER_CONTROL, reference_noised=False, name="joker")
+
+
+def load_free(models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModules:
+    """Training-free prior: an SD1.5 diffusers folder + normalbae ControlNet; reference attention on the same UNet."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    layout.require_files("free", models_dir, base_model)
+    sd_dir = layout.base_model_dir(models_dir, base_model)
+    unet = UNet2DConditionModel.from_pretrained(sd_dir / "unet")
+    return PriorModules(tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
+                        text_encoder=CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
+                        vae=AutoencoderKL.from_pretrained(sd_dir / "vae"), unet=unet, ref_unet=unet,
+                        controlnet=ControlNetModel.from_pretrained(Path(models_dir) / layout.CONTROLNET_DIR),
+                        scheduler_config=_json(sd_dir / "scheduler" / "scheduler_config.json"),
+                        control=NORMALBAE_CONTROL, reference_noised=True, name="free")
+
+
+def load_modules(mode: str, models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModules:
+    if mode == "joker":
+        return load_joker(models_dir, base_model)
+    if mode == "free":
+        return load_free(models_dir, base_model)
+    raise JobFailed(f"prior.mode: expected joker or free, received {mode!r}",
+                    "the oracle prior is a test prior for distillation and has no 2D model", code="invalid_field")

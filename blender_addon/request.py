@@ -1,0 +1,60 @@
+"""Build a job request from the scene: params per ``shared.jobs`` and the input frames (posed mesh, reference).
+
+    vertices   float32 [V, 3]  the evaluated rig, rotated by its world rotation, head frame, metres
+    faces      int32 [F, 3]    the model's normal-map region (what the prior's ControlNet sees)
+    reference  PNG             the portrait, when one is picked
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import images, rig
+from .shared import protocol as P
+from .shared.config import DistillConfig, ExportConfig, PriorConfig
+from .shared.jobs import GenerateParams, PreviewParams
+from .shared.spec import check
+
+
+@dataclass
+class Request:
+    kind: str  # "preview" or "generate"
+    params: Any  # PreviewParams | GenerateParams
+    inputs: dict[str, P.Payload]
+
+
+def inputs_for(state: Any, obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph | None = None) -> dict:
+    """The input frames of a preview or generate job."""
+    inputs: dict[str, P.Payload] = {
+        "vertices": np.ascontiguousarray(rig.posed_vertices(obj, depsgraph), dtype=np.float32),
+        "faces": np.ascontiguousarray(rig.model_for(obj).normal_region_faces, dtype=np.int32),
+    }
+    if state.reference is not None:
+        inputs["reference"] = P.Png(images.image_to_png(state.reference))
+    return inputs
+
+
+def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | None = None) -> Request:
+    """The request for ``kind`` from ``scene.joker_head``; raises shared.spec.SpecError on bad values."""
+    state = scene.joker_head
+    obj = state.rig
+    if obj is None:
+        raise ValueError("no head rig: add one with Add Head Rig")
+    text = dict(prompt=state.prompt, negative_prompt=state.negative_prompt, seed=state.seed)
+    prior = PriorConfig(mode=state.prior_mode)
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    rig_state = rig.rig_state(obj, depsgraph)
+    if kind == "preview":
+        params = PreviewParams(**text, cfg=state.preview_cfg, steps=state.preview_steps, az_deg=state.view_az,
+                               el_deg=state.view_el, rig=rig_state, prior=prior)
+    elif kind == "generate":
+        params = GenerateParams(**text, cfg=state.cfg, rig=rig_state, prior=prior,
+                                distill=DistillConfig(preset=state.quality),
+                                export=ExportConfig(faces=state.faces, texture=int(state.texture)))
+    else:
+        raise ValueError(f"kind: expected preview or generate, received {kind!r}")
+    return Request(kind, check(params), inputs_for(state, obj, depsgraph))

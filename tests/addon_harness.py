@@ -1,0 +1,103 @@
+"""Helpers for the headless Blender tests: build the extension once, install it into an isolated user folder once,
+and run bpy scripts in subprocesses (bpy and torch must not share a process) that report JSON back."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "bl_ext.user_default.joker_head"
+RESULT_TAG = "JOKER_RESULT:"
+
+# Every script starts here: enable the installed extension and expose its modules.
+PRELUDE = f"""
+import json, sys, time
+import numpy as np
+import bpy, addon_utils
+addon_utils.enable({PACKAGE!r}, default_set=True)
+PKG = {PACKAGE!r}
+def mod(name):
+    import importlib
+    return importlib.import_module(PKG + "." + name)
+def report(**kw):
+    print({RESULT_TAG!r} + json.dumps(kw), flush=True)
+def pump_until(cond, timeout, what):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{{what}} did not happen in {{timeout}} s")
+        mod("net").pump(timeout_s=0.05)
+"""
+
+
+def bpy_available() -> bool:
+    try:
+        import importlib.util
+        return importlib.util.find_spec("bpy") is not None
+    except ValueError:
+        return False
+
+
+def run_bpy(script: str, user_dir: Path, timeout: float = 240, env: Optional[dict] = None,
+            prelude: bool = True) -> dict[str, Any]:
+    """Run ``script`` with bpy in a subprocess (isolated user resources); return the dict it passed to report()."""
+    code = (PRELUDE if prelude else "") + textwrap.dedent(script)
+    path = user_dir.parent / f"script-{time.monotonic_ns()}.py"
+    path.write_text(code)
+    full_env = {**os.environ, "BLENDER_USER_RESOURCES": str(user_dir), "PYTHONPATH": str(REPO), **(env or {})}
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=timeout, env=full_env,
+                         cwd=user_dir.parent)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if out.returncode != 0 or not lines:
+        raise AssertionError(f"bpy script failed (rc {out.returncode}):\n--- stdout\n{out.stdout[-4000:]}\n"
+                             f"--- stderr\n{out.stderr[-6000:]}")
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Backend:
+    """`joker-head serve` (or another server command) as a child process on a free loopback port."""
+
+    def __init__(self, jobs_dir: Path, command: Optional[list[str]] = None):
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        cmd = command or [sys.executable, "-m", "backend.cli", "serve"]
+        self.log = jobs_dir.parent / "backend.log"
+        self.proc = subprocess.Popen(cmd + ["--bind", self.endpoint, "--jobs-dir", str(jobs_dir)], cwd=REPO,
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from shared.client import Client
+
+        deadline = time.monotonic() + timeout
+        with Client(self.endpoint, timeout_s=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"backend exited: {self.log.read_text()[-3000:]}")
+                try:
+                    client.ping(timeout_s=1.0)
+                    return
+                except TimeoutError:
+                    continue
+        raise TimeoutError(f"backend not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,514 @@
+"""The Blender extension, headless with bpy 4.5: build, install into an isolated user folder, rig, request, import,
+render. Each bpy script runs in a subprocess (addon_harness.run_bpy); the zip is built and installed once."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from addon_harness import REPO, bpy_available, run_bpy
+
+sys.path.insert(0, str(REPO))
+import build_addon  # noqa: E402
+
+needs_bpy = pytest.mark.skipif(not bpy_available(), reason="needs the bpy wheel (pip install 'bpy==4.5.*')")
+
+
+@pytest.fixture(scope="session")
+def wheels_dir() -> Path:
+    """The repo's wheel cache, filled from PyPI on the very first run only; every later run is offline."""
+    try:
+        build_addon.download_wheels()
+    except build_addon.BuildError as e:
+        pytest.skip(f"no cached pyzmq wheels and PyPI unreachable: {e}")
+    return build_addon.CACHE_WHEELS
+
+
+@pytest.fixture(scope="session")
+def addon_zip(tmp_path_factory, wheels_dir) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "joker_head.zip"
+    build_addon.build(out, wheels_dir=wheels_dir)
+    return out
+
+
+@pytest.fixture(scope="session")
+def blender_user(tmp_path_factory, addon_zip) -> Path:
+    """A user-resources folder with the extension installed (and its pyzmq wheel) by Blender's own installer."""
+    user = tmp_path_factory.mktemp("blender") / "user"
+    user.mkdir()
+    got = run_bpy(f"""
+        import bpy, sys, json
+        r = bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(addon_zip)!r},
+                                                      enable_on_install=True)
+        print("JOKER_RESULT:" + json.dumps({{"result": list(r), "enabled": list(bpy.context.preferences.addons.keys()),
+              "registered": hasattr(bpy.types.Scene, "joker_head")}}))
+    """, user, prelude=False)
+    assert got["result"] == ["FINISHED"]
+    assert "bl_ext.user_default.joker_head" in got["enabled"] and got["registered"]
+    return user
+
+
+# --- the zip -------------------------------------------------------------------------------------------------------
+def test_zip_layout_manifest_and_wheels(addon_zip):
+    report = build_addon.validate(addon_zip)
+    assert sorted(report.platforms) == ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
+    with zipfile.ZipFile(addon_zip) as zf:
+        names = set(zf.namelist())
+        manifest = zf.read("blender_manifest.toml").decode()
+    assert {"__init__.py", "blender_manifest.toml", "shared/client.py", "shared/morphable.py", "net.py"} <= names
+    assert not any(n.startswith(("backend/", "tests/")) or "__pycache__" in n for n in names)
+    assert "demo_scene.py" not in names  # a repository tool, not part of the extension
+    for platform in build_addon.PLATFORMS:
+        assert any(build_addon.serves(Path(w).name, platform) for w in report.wheels), platform
+    assert 'network = "' in manifest and 'files = "' in manifest
+    if report.rig:
+        assert "data/LICENSE-ICT-FaceKit.txt" in names
+
+
+def test_validation_names_each_problem(addon_zip, tmp_path):
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(addon_zip) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "blender_manifest.toml":
+                data = data.decode().replace('tagline = "', 'tagline = "Much too long a tagline, really far too long '
+                                             'for Blender to accept it. ').encode()
+                data = data.replace(b', "windows-x64"]', b"]")
+            if item.filename == "shared/jobs.py":
+                data = b"import shared.spec\n" + data
+            if not item.filename.endswith("win_amd64.whl"):
+                dst.writestr(item, data)
+    with pytest.raises(build_addon.BuildError) as e:
+        build_addon.validate(broken)
+    text = str(e.value)
+    assert "tagline" in text and "platforms: missing windows-x64" in text
+    assert "shared/jobs.py imports `shared` absolutely" in text
+    assert "which is not in the zip" in text  # the manifest still lists the removed Windows wheel
+
+
+def test_offline_build_needs_every_platform(tmp_path, wheels_dir):
+    partial = tmp_path / "wheels"
+    partial.mkdir()
+    for w in wheels_dir.glob("*manylinux*.whl"):
+        (partial / w.name).write_bytes(w.read_bytes())
+    with pytest.raises(build_addon.BuildError, match="lacks cp311 pyzmq wheels for .*windows-x64"):
+        build_addon.build(tmp_path / "x.zip", wheels_dir=partial, bundle_rig=False)
+
+
+# --- in Blender ---------------------------------------------------------------------------------------------------
+@needs_bpy
+def test_installed_wheel_and_poll_messages(blender_user):
+    got = run_bpy("""
+        import glob, os
+        site = glob.glob(os.path.join(os.environ["BLENDER_USER_RESOURCES"], "extensions", ".local", "lib",
+                                      "python3.*", "site-packages", "zmq", "__init__.py"))
+        msgs = {}
+        for op, setup in (("generate", None), ("cancel", None), ("import_result", None)):
+            try:
+                getattr(bpy.ops.joker_head, op)()
+            except RuntimeError as e:
+                msgs[op] = str(e)
+        prefs = bpy.context.preferences.addons[PKG].preferences
+        prefs.backend_address = "tcp://10.11.12.13:5555"
+        try:
+            bpy.ops.joker_head.test_connection()
+        except RuntimeError as e:
+            msgs["remote"] = str(e)
+        report(site=site, msgs=msgs, online=bpy.app.online_access, local=mod("net").is_local("tcp://127.0.0.1:1"))
+    """, blender_user)
+    assert got["site"], "Blender did not install the bundled pyzmq wheel"
+    assert "Add a head rig first" in got["msgs"]["generate"]
+    assert "No job is running" in got["msgs"]["cancel"]
+    assert "No finished 3D result" in got["msgs"]["import_result"]
+    assert not got["online"] and "Online access is off" in got["msgs"]["remote"] and "10.11.12.13" in got["msgs"]["remote"]
+    assert got["local"]
+
+
+RIG_SCRIPT = """
+    from pathlib import Path
+    rig = mod("rig")
+    bpy.ops.joker_head.add_rig()
+    scene = bpy.context.scene
+    obj = scene.joker_head.rig
+    model = rig.model_for(obj)
+    keys = [kb.name for kb in obj.data.shape_keys.key_blocks]
+    obj.location = (0.4, -0.2, 1.1)
+    obj.scale = (1.5, 1.5, 1.5)
+    bpy.ops.joker_head.apply_preset(preset="smile")
+    obj.data.shape_keys.key_blocks["jawOpen"].value = 0.5
+    obj.rotation_euler = (0.15, -0.1, 0.3)   # XZY: pitch 0.15, roll 0.1, yaw 0.3
+    obj.joker_rig.gaze_yaw, obj.joker_rig.gaze_pitch = 0.25, -0.1
+    obj.joker_rig.identity[0].value, obj.joker_rig.identity[5].value = 1.2, -0.8
+"""
+
+
+@needs_bpy
+def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
+    out = tmp_path / "request.npz"
+    got = run_bpy(RIG_SCRIPT + f"""
+    t0 = time.perf_counter()
+    req = mod("request").build(scene, "generate")
+    build_s = time.perf_counter() - t0
+    scene.joker_head.normal_map_res = 128
+    bpy.ops.joker_head.refresh_normal_map()  # the panel's button renders in a worker thread
+    mod("live").collect(wait=True)
+    img = mod("images").read_image(bpy.data.images["Joker Normal Map"])[..., :3]
+    from dataclasses import asdict
+    np.savez({str(out)!r}, vertices=req.inputs["vertices"], faces=req.inputs["faces"], image=img)
+    report(keys=keys, expressions=model.expression_names, params=mod("shared.spec").to_dict(req.params),
+           inputs=sorted(req.inputs), prompt=scene.joker_head.prompt, build_s=build_s)
+    """, blender_user)
+    from shared.conventions import orbit_camera
+    from shared.jobs import GenerateParams
+    from shared.morphable import MorphableModel
+    from shared.presets import preset_weights
+    from shared.raster import render_normal_map
+    from shared.spec import from_dict
+
+    model = MorphableModel.load(ict_npz)
+    assert got["keys"][:2] == ["Basis", "Neutral"] and got["keys"][2:] == model.expression_names
+    params = from_dict(GenerateParams, got["params"])
+    rig = params.rig
+    expected_expr = {**preset_weights("smile", model.expression_names), "jawOpen": 0.5}
+    assert rig.expressions.keys() == expected_expr.keys()
+    assert all(abs(rig.expressions[k] - v) < 1e-6 for k, v in expected_expr.items())
+    assert np.allclose(rig.pose, (0.15, 0.3, 0.1), atol=1e-6)  # (pitch, yaw, roll) from the object's rotation
+    assert np.allclose(rig.gaze, (0.25, -0.1), atol=1e-6) and rig.identity[0] == pytest.approx(1.2)
+    assert "smiling" in got["prompt"]  # the preset suggested its prompt
+    assert got["inputs"] == ["faces", "vertices"]
+
+    data = np.load(out)
+    expected = model.evaluate(rig.identity, rig.expressions, rig.pose, rig.gaze)  # location/scale are not sent
+    assert data["vertices"].dtype == np.float32 and data["vertices"].shape == expected.shape
+    np.testing.assert_allclose(data["vertices"], expected, atol=2e-6)
+    assert np.array_equal(data["faces"], model.normal_region_faces)
+    camera = orbit_camera(0.0, 0.0, res=128)
+    reference = render_normal_map(expected, model.normal_region_faces, camera)
+    sent = render_normal_map(data["vertices"], data["faces"], camera)
+    assert (reference > 0).any(axis=-1).mean() > 0.2  # the face fills the view
+    assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3  # float32 rounding only
+    assert np.array_equal(data["image"], sent)  # the panel's live preview is exactly the request's normal map
+
+
+IMPORT_SCRIPT = """
+    import importlib.util, trimesh
+    from PIL import Image
+    from mathutils import Matrix
+    spec = importlib.util.spec_from_file_location("demo_scene", {demo!r})
+    demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo)
+
+    # A stand-in result: the posed face region as a UV-textured GLB in the head frame, as the backend writes it.
+    req = mod("request").build(scene, "generate")
+    v, f = req.inputs["vertices"], req.inputs["faces"]
+    used = np.unique(f)
+    remap = np.zeros(len(v), np.int64); remap[used] = np.arange(len(used))
+    verts, faces = v[used], remap[f]
+    uv = (verts[:, :2] - verts[:, :2].min(0)) / np.ptp(verts[:, :2], axis=0)
+    tex = np.zeros((64, 64, 3), np.uint8); tex[..., 0] = np.linspace(80, 255, 64)[None]; tex[..., 1] = 120
+    mesh = trimesh.Trimesh(verts, faces, process=False,
+                           visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(tex)))
+    glb = Path({glb!r}); mesh.export(glb)
+
+    state = scene.joker_head
+    job = state.jobs.add()
+    job.job_id, job.kind, job.state, job.result_path, job.rig_name = "ab" * 16, "generate", "done", str(glb), obj.name
+    state.generate_job = job.job_id
+    n_before = len(bpy.data.objects)
+    mod("net").import_result(scene, job.job_id)
+    head = bpy.data.objects["Joker Head " + job.job_id[:8]]
+
+    dg = bpy.context.evaluated_depsgraph_get()
+    rig_world = np.array([obj.matrix_world @ vv.co for vv in obj.evaluated_get(dg).to_mesh().vertices])[used]
+    head_world = np.array([head.matrix_world @ vv.co for vv in head.data.vertices])
+    mat = mod("importer").textured_material(head)
+    mat = mat.name if mat else None
+    placed = dict(rig_min=rig_world.min(0).tolist(), rig_max=rig_world.max(0).tolist(),
+                  head_min=head_world.min(0).tolist(), head_max=head_world.max(0).tolist())
+    hidden = (obj.hide_get(), obj.hide_render, obj.name in bpy.data.objects)
+    same_collection = head.users_collection[0] == obj.users_collection[0]
+
+    head_name, rig_name = head.name, obj.name
+    bpy.ops.ed.undo()
+    after_undo = dict(head_gone=head_name not in bpy.data.objects, n=len(bpy.data.objects), n_before=n_before,
+                      rig_visible=not bpy.data.objects[rig_name].hide_get())
+    bpy.ops.ed.redo()
+    scene, rig_obj = bpy.context.scene, bpy.data.objects[rig_name]
+    redone = head_name in bpy.data.objects and rig_obj.hide_get()
+
+    origin = Matrix.Translation(rig_obj.matrix_world.translation)
+    demo.add_camera(scene, 64, origin)
+    demo.add_lights(scene, origin)
+    px = demo.render(scene, Path({png!r}), samples=4, transparent=True)
+    covered = px[..., 3] > 0.5
+    report(uv_layers=len(bpy.data.objects[head_name].data.uv_layers), material=mat,
+           placed=placed, hidden=hidden, same_collection=same_collection, undo=after_undo, redone=redone,
+           coverage=float(covered.mean()), head_rgb=px[covered][:, :3].mean(0).tolist())
+"""
+
+
+@needs_bpy
+def test_import_lands_on_rig_renders_in_cycles_and_undoes(blender_user, ict_npz, tmp_path):
+    script = RIG_SCRIPT + IMPORT_SCRIPT.format(demo=str(REPO / "blender_addon" / "demo_scene.py"),
+                                               glb=str(tmp_path / "result.glb"), png=str(tmp_path / "render.png"))
+    got = run_bpy(script, blender_user)
+    p = got["placed"]
+    np.testing.assert_allclose(p["head_min"], p["rig_min"], atol=1e-4)  # same frame, scale and place as the rig
+    np.testing.assert_allclose(p["head_max"], p["rig_max"], atol=1e-4)
+    assert got["material"] is not None, "no Principled BSDF with an image texture on Base Color"
+    assert got["hidden"] == [True, True, True]  # hidden in viewport and render, not deleted
+    assert got["same_collection"]
+    assert 0.05 < got["coverage"] < 0.95, got["coverage"]  # the head is in the frame and not everywhere
+    assert max(got["head_rgb"]) > 0.02  # lit and textured, not black
+    assert got["uv_layers"] >= 1
+    assert got["undo"]["head_gone"] and got["undo"]["rig_visible"] and got["undo"]["n"] == got["undo"]["n_before"]
+    assert got["redone"]
+
+
+# --- end to end: a backend process driven by the add-on's operators ------------------------------------------------
+def start_backend(tmp_path: Path, step_s: float = 0.05):
+    from addon_harness import Backend
+
+    backend = Backend(tmp_path / "jobs", [sys.executable, str(REPO / "tests" / "addon_fake_backend.py"),
+                                          "--step-s", str(step_s)])
+    backend.wait_ready()
+    return backend
+
+
+E2E_SCRIPT = """
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.backend_address = {endpoint!r}
+    prefs.results_dir = {results!r}
+    net = mod("net")
+    state = scene.joker_head
+    ref = bpy.data.images.new("portrait", 48, 40)
+    ref.pixels.foreach_set(np.tile([0.8, 0.6, 0.5, 1.0], 48 * 40).astype(np.float32))
+    state.reference = ref
+    state.prompt, state.prior_mode, state.quality, state.seed = "laughing, tongue out", "oracle", "draft", 7
+
+    bpy.ops.joker_head.test_connection()
+    pump_until(lambda: state.connected, 20, "connection test")
+    status = state.status
+    bpy.ops.joker_head.generate()
+    job_id = state.generate_job
+    job = lambda: mod("props").find_job(bpy.context.scene, job_id)
+    pump_until(lambda: job().state == "running", 60, "first progress")
+
+    # Save, drop the connection, reopen: the file remembers the job and the add-on reattaches to it.
+    blend = {blend!r}
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    net.close()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    reattached = net._session is not None and job_id in net._session.client.jobs
+    seen = dict(overall=[], eta=[], stages=set())
+    def done():
+        j = job()
+        seen["overall"].append(j.overall); seen["eta"].append(j.eta_s); seen["stages"].add(j.stage)
+        return j.state in ("done", "failed", "cancelled") and (j.imported or j.state != "done")
+    pump_until(done, {timeout}, "the generate job")
+    scene = bpy.context.scene
+    j = job()
+    rig_obj = scene.joker_head.rig
+    heads = [o for o in bpy.data.objects if o.name.startswith("Joker Head")]
+    head = heads[0] if heads else None
+    info = dict(state=j.state, error=j.error, hint=j.hint, result=j.result_path, imported=j.imported,
+                job_id=job_id, status=status, reattached=reattached, overall=seen["overall"],
+                eta=seen["eta"], stages=sorted(seen["stages"]), progress_image="Joker Progress" in bpy.data.images)
+    if head is not None:
+        dg = bpy.context.evaluated_depsgraph_get()
+        info.update(material=(mod("importer").textured_material(head) or bpy.types.Material).name if
+                    mod("importer").textured_material(head) else None,
+                    uv_layers=len(head.data.uv_layers), rig_hidden=rig_obj.hide_get(), rig_exists=True,
+                    head_centre=list(np.mean([head.matrix_world @ v.co for v in head.data.vertices], axis=0)),
+                    rig_location=list(rig_obj.matrix_world.translation))
+        head_name, rig_name = head.name, rig_obj.name
+        bpy.ops.ed.undo()
+        info["undo"] = (head_name not in bpy.data.objects, not bpy.data.objects[rig_name].hide_get())
+        bpy.ops.ed.redo()
+        from mathutils import Matrix
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("demo_scene", {demo!r})
+        demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo)
+        scene = bpy.context.scene
+        origin = Matrix.Translation(bpy.data.objects[rig_name].matrix_world.translation)
+        demo.add_camera(scene, 64, origin)
+        demo.add_lights(scene, origin)
+        px = demo.render(scene, Path({png!r}), samples=4, transparent=False)
+        bpy.data.objects[head_name].hide_render = True
+        bg = demo.render(scene, Path({png!r}).with_name("background.png"), samples=4, transparent=False)
+        info["differs"] = float((np.abs(px - bg).max(axis=-1) > 0.02).mean())
+    report(**info)
+"""
+
+
+@needs_bpy
+@pytest.mark.slow
+def test_end_to_end_generate_reattach_import_render(blender_user, ict_npz, tmp_path):
+    backend = start_backend(tmp_path, step_s=0.3)
+    try:
+        got = run_bpy(RIG_SCRIPT + E2E_SCRIPT.format(
+            endpoint=backend.endpoint, results=str(tmp_path / "results"), blend=str(tmp_path / "scene.blend"),
+            timeout=180, demo=str(REPO / "blender_addon" / "demo_scene.py"), png=str(tmp_path / "render.png")),
+            blender_user, timeout=400)
+    finally:
+        backend.stop()
+    assert got["state"] == "done", (got["error"], got["hint"], backend.log.read_text()[-2000:])
+    assert got["status"].startswith("connected to")
+    assert got["reattached"]
+    assert got["result"].endswith("result.glb") and Path(got["result"]).is_file() and got["imported"]
+    assert max(got["overall"]) > 0.3 and any(e > 0 for e in got["eta"]) and got["progress_image"]
+    assert got["material"] and got["uv_layers"] >= 1
+    assert got["rig_hidden"] and got["undo"] == [True, True]
+    assert 0.0 < got["differs"] < 0.95  # the head shows in the Cycles render
+    assert np.linalg.norm(np.subtract(got["head_centre"], got["rig_location"])) < 0.1  # landed on the rig
+
+    # What the server received is the posed rig: its normal map is the shared renderer's of the model's evaluation.
+    from shared.conventions import orbit_camera
+    from shared.jobs import GenerateParams
+    from shared.morphable import MorphableModel
+    from shared.png import decode_png
+    from shared.raster import render_normal_map
+    from shared.spec import from_dict
+
+    job_dir = tmp_path / "jobs" / got["job_id"]
+    request = json.loads((job_dir / "request.json").read_text())
+    params = from_dict(GenerateParams, request["params"])
+    assert params.prior.mode == "oracle" and params.distill.preset == "draft" and params.prompt.startswith("laughing")
+    vertices = np.fromfile(job_dir / "inputs" / "vertices.bin", dtype="<f4").reshape(-1, 3)
+    faces = np.fromfile(job_dir / "inputs" / "faces.bin", dtype="<i4").reshape(-1, 3)
+    model = MorphableModel.load(ict_npz)
+    rig = params.rig
+    expected = model.evaluate(rig.identity, rig.expressions, rig.pose, rig.gaze)
+    camera = orbit_camera(10.0, 5.0, res=96)
+    sent, reference = render_normal_map(vertices, faces, camera), render_normal_map(expected, faces, camera)
+    assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3
+    assert decode_png((job_dir / "inputs" / "reference.bin").read_bytes()).shape == (40, 48, 3)
+
+
+FAILURE_SCRIPT = """
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    state = scene.joker_head
+    net = mod("net")
+    job = lambda job_id: mod("props").find_job(bpy.context.scene, job_id)
+
+    # Nobody listening: the connection test gives up after the timeout and says what to check.
+    prefs.timeout_s, prefs.backend_address = 1.0, "tcp://127.0.0.1:{dead_port}"
+    bpy.ops.joker_head.test_connection()
+    t0 = time.monotonic()
+    pump_until(lambda: state.status.startswith("no reply"), 10, "the connection test timeout")
+    dead = dict(status=state.status, waited=time.monotonic() - t0, connected=state.connected)
+
+    # Cancel a running job.
+    prefs.timeout_s, prefs.backend_address = 10.0, {endpoint!r}
+    bpy.ops.joker_head.generate()
+    gen = state.generate_job
+    pump_until(lambda: job(gen).state == "running", 60, "the job to start")
+    blocked = None
+    try:
+        bpy.ops.joker_head.generate()
+    except RuntimeError as e:
+        blocked = str(e)
+    bpy.ops.joker_head.cancel()
+    pump_until(lambda: job(gen).state == "cancelled", 30, "the cancel")
+
+    # The oracle prior has no 2D preview: the button says so.
+    oracle, state.prior_mode = None, "oracle"
+    try:
+        bpy.ops.joker_head.preview()
+    except RuntimeError as e:
+        oracle = str(e)
+
+    # A 2D preview lands in the "Joker Preview" image.
+    state.prior_mode, state.preview_steps, state.view_az = "free", 3, 20.0
+    bpy.ops.joker_head.preview()
+    ok = state.preview_job
+    pump_until(lambda: job(ok).state == "done", 60, "the preview")
+    preview = mod("images").read_image(bpy.data.images["Joker Preview"])[..., :3]
+    scene.joker_head.normal_map_res = 64
+    expected = mod("live").normal_map(bpy.context.scene) // 2 + 60
+
+    # A failure reported by the backend reaches the panel with its hint.
+    state.prior_mode = "joker"
+    bpy.ops.joker_head.preview()
+    prev = state.preview_job
+    pump_until(lambda: job(prev).state == "failed", 60, "the preview failure")
+    report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message, oracle=oracle,
+           preview_path=job(ok).result_path, preview_equal=bool(np.array_equal(preview, expected)),
+           error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None)
+"""
+
+
+@needs_bpy
+def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_path):
+    from addon_harness import free_port
+
+    backend = start_backend(tmp_path, step_s=1.0)
+    try:
+        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint),
+                      blender_user)
+    finally:
+        backend.stop()
+    assert "is `joker-head serve` running" in got["dead"]["status"] and not got["dead"]["connected"]
+    assert 0.9 < got["dead"]["waited"] < 5
+    assert "A generate job is running" in got["blocked"]
+    assert got["cancelled"] == "cancelled"
+    assert "oracle prior has no 2D preview" in got["oracle"]
+    assert got["preview_path"].endswith("image.png") and got["preview_equal"]
+    assert "weights are not installed" in got["error"] and "fetch-models" in got["hint"]
+    assert got["timer"]  # nothing in flight: the timer stops
+
+
+UI_SCRIPT = """
+    # Panels do not draw headless: draw them into a layout that checks every property and operator they name.
+    class Layout:
+        def __init__(self, log): self.log = log
+        def __getattr__(self, name):
+            if name in ("row", "column", "box", "split", "grid_flow"):
+                return lambda *a, **k: Layout(self.log)
+            def call(*args, **kw):
+                if name in ("prop", "template_ID", "template_list"):
+                    data, prop = (args[0], args[1]) if name != "template_list" else (args[2], args[3])
+                    if prop not in data.bl_rna.properties:
+                        raise AttributeError(f"{type(data).__name__} has no property {prop}")
+                if name in ("operator", "operator_menu_enum"):
+                    cat, op = args[0].split(".")
+                    getattr(getattr(bpy.ops, cat), op).get_rna_type()
+                self.log.append(name + ":" + str(kw.get("text", args[1] if len(args) > 1 and isinstance(args[1], str) else "")))
+                return Layout(self.log)
+            return call
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+    from types import SimpleNamespace
+    ui = mod("ui")
+    state = scene.joker_head
+    job = state.jobs.add()
+    job.job_id, job.kind, job.state, job.stage, job.step, job.total, job.overall, job.eta_s = (
+        "cd" * 16, "generate", "running", "distill", 3, 10, 0.25, 125.0)
+    job.error, job.hint = "out of memory", "choose a smaller preset"
+    state.generate_job = job.job_id
+    mod("images").write_image("Joker Progress", np.zeros((8, 8, 3), np.uint8))
+    logs = {}
+    for cls in ui.CLASSES:
+        log = []
+        if cls.poll(bpy.context) if hasattr(cls, "poll") else True:
+            cls.draw(SimpleNamespace(layout=Layout(log), draw_job=getattr(cls, "draw_job", None)), bpy.context)
+        logs[cls.__name__] = log
+    report(logs=logs)
+"""
+
+
+@needs_bpy
+def test_panels_draw_every_control(blender_user, ict_npz):
+    got = run_bpy(RIG_SCRIPT + UI_SCRIPT, blender_user)
+    logs = got["logs"]
+    generate = logs["JOKER_PT_generate"]
+    assert "progress:distill 3/10" in generate and any(e.startswith("progress:overall 25 %  ETA 2 min 05 s")
+                                                       for e in generate)
+    assert "label:out of memory" in generate and "label:choose a smaller preset" in generate
+    assert any(e.startswith("template_icon") for e in generate)  # the streamed preview is shown
+    assert any(e.startswith("template_list") for e in logs["JOKER_PT_rig"])
+    assert any("Contacts tcp://127.0.0.1:5555 (this machine)" in e for e in logs["JOKER_PT_main"])
