@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -229,6 +230,48 @@ def fetch_flood(tmp: Path, fetches: int) -> dict:
     return {"flood_rss_mib": mib(grown)}
 
 
+def client_fuzz(n: int, seed_value: int) -> dict:
+    """A hostile server: mutants of every reply type sent to a real Client, whose pump() must never raise; a
+    result sent five times reaches the caller once."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    client = Client(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}", context=ctx, timeout_s=60)
+    job = client.submit("selftest", {"steps": 1})
+    router.poll(5000)
+    identity = router.recv_multipart()[0]
+    result = P.encode(P.Result(job, {"steps": 1}), {"payload.bin": P.Blob(b"x" * 100)})
+    seeds = [Case("reply", P.encode(body, payloads)) for body, payloads in [
+        (P.Welcome("x", ("selftest",)), None), (P.Accepted(job), None), (P.Heartbeat(), None),
+        (P.Progress(job, seq=3, stage="s", step=1, total=2, metrics={"loss": 0.5}), {"preview": P.Png(b"\x89PNG")}),
+        (P.JobState(job, "selftest", "running"), None), (P.JobList((P.JobState(job),)), None),
+        (P.Error("bad", "m", "f", job=job), None)]] + [Case("reply", result)]
+    rng, crashes, events = random.Random(seed_value), 0, []
+    for i in range(n):
+        case = mutate(rng, rng.choice(seeds), rng.choice(seeds))
+        router.send_multipart([identity] + case.frames)
+        if i % 50 == 49 or i == n - 1:
+            try:
+                while len(got := client.pump(timeout_s=0.05, max_events=10_000)):
+                    events += got
+            except Exception as e:  # noqa: BLE001 — what we count
+                crashes += 1
+                print("  ! client pump raised", type(e).__name__, e)
+    fresh = "f" * 32  # the mutants above may have finished ``job`` already (an error is final)
+    client.attach(fresh)
+    for _ in range(5):
+        router.send_multipart([identity] + P.encode(P.Result(fresh, {"steps": 1}), {"payload.bin": P.Blob(b"x")}))
+    time.sleep(0.3)
+    delivered = sum(1 for m in client.pump(timeout_s=0.1, max_events=10_000)
+                    if m.type == "result" and m.body.job == fresh)
+    bad = sum(1 for m in events if m.type == "error" and m.body.code == "bad_reply")
+    client.close()
+    ctx.destroy(0)
+    print(f"fuzz: hostile server: {n} mutated replies -> client exceptions {crashes}, {len(events)} events "
+          f"({bad} reported as bad_reply); a result sent 5 times reached the caller {delivered} time(s)")
+    return {"cases": n, "crashes": crashes, "dup": max(0, delivered - 1), "lost": 1 if delivered == 0 else 0}
+
+
 # === 2. faults =======================================================================================================
 
 class ServeProcess:
@@ -402,32 +445,45 @@ def small_disk(path: Path, size: str = "2m"):
 
 
 def disk_full(tmp: Path) -> dict:
-    """The jobs dir runs out of space: clear errors, no half-written job, earlier results intact, recovery."""
+    """The jobs dir runs out of space: clear errors, no half-written job, earlier results intact, recovery.
+
+    A 2 MiB tmpfs where we may mount (root); else a `serve` process whose files may not grow past 1 MiB
+    (RLIMIT_FSIZE: writes fail with EFBIG instead of ENOSPC, through the same code paths)."""
+    ctx = zmq.Context()
     with small_disk(tmp / "small") as mounted:
-        if not mounted:
-            print("faults: disk full: skipped (cannot mount a tmpfs here; tests/test_reliability.py falls back to "
-                  "RLIMIT_FSIZE)")
-            return {"ok": None, "corrupt": 0}
-        ctx = zmq.Context()
-        jobs = tmp / "small" / "jobs"
-        server = Server(ServerConfig(bind="tcp://127.0.0.1:*", jobs_dir=jobs), {"selftest": SelftestRunner()},
-                        context=ctx).start()
-        client = Client(server.endpoint, context=ctx, timeout_s=10)
-        first = client.submit("selftest", {"steps": 1, "result_bytes": 200 << 10})
-        first_ok = result_ok(client.wait(first, timeout_s=30))
-        checks = {"first result": first_ok}
-        big = client.submit("selftest", {"steps": 1, "result_bytes": 3 << 20})
-        try:
-            client.wait(big, timeout_s=30)
-            checks["result too big -> storage error"] = False
-        except ClientError as e:
-            checks["result too big -> storage error"] = e.error.code == "storage" and "space" in e.error.message
-        try:
-            client.request(P.Submit("b" * 32, "selftest", {}), {"data": np.ones(3 << 20, np.uint8)})
-            checks["input too big -> storage error"] = False
-        except ClientError as e:
-            checks["input too big -> storage error"] = e.error.code == "storage" and bool(e.error.hint)
-        ballast = tmp / "small" / "ballast"
+        if mounted:
+            jobs = tmp / "small" / "jobs"
+            server = Server(ServerConfig(bind="tcp://127.0.0.1:*", jobs_dir=jobs), {"selftest": SelftestRunner()},
+                            context=ctx).start()
+            endpoint, how = server.endpoint, "2 MiB tmpfs"
+        else:
+            jobs, endpoint, how = tmp / "fsize-jobs", free_endpoint(), "RLIMIT_FSIZE 1 MiB"
+            server = ServeProcess(endpoint, jobs, tmp / "fsize.log", preexec=lambda: resource.setrlimit(
+                resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+        client = Client(endpoint, context=ctx, timeout_s=10)
+        checks = _disk_checks(client, jobs, 3 << 20, tmp / "small" / "ballast" if mounted else None)
+        client.close()
+        server.stop()
+    ctx.destroy(0)
+    print(f"faults: disk full ({how}): " + ", ".join(f"{k}: {v}" for k, v in checks.items()))
+    return {"ok": all(checks.values()), "corrupt": sum(not v for v in checks.values())}
+
+
+def _disk_checks(client: Client, jobs: Path, too_big: int, ballast: Optional[Path]) -> dict:
+    first = client.submit("selftest", {"steps": 1, "result_bytes": 200 << 10})
+    checks = {"first result": result_ok(client.wait(first, timeout_s=30))}
+    big = client.submit("selftest", {"steps": 1, "result_bytes": too_big})
+    try:
+        client.wait(big, timeout_s=30)
+        checks["result too big -> storage error"] = False
+    except ClientError as e:
+        checks["result too big -> storage error"] = e.error.code == "storage" and "disk" in e.error.message
+    try:
+        client.request(P.Submit("b" * 32, "selftest", {}), {"data": np.ones(too_big, np.uint8)})
+        checks["input too big -> storage error"] = False
+    except ClientError as e:
+        checks["input too big -> storage error"] = e.error.code == "storage" and bool(e.error.hint)
+    if ballast is not None:  # a completely full disk: even a small job cannot be stored
         with contextlib.suppress(OSError), open(ballast, "wb") as f:
             while True:
                 f.write(bytes(64 << 10))
@@ -437,18 +493,14 @@ def disk_full(tmp: Path) -> dict:
         except ClientError as e:
             checks["full disk -> storage error"] = e.error.code == "storage"
         ballast.unlink()
-        again = client.submit("selftest", {"steps": 1, "result_bytes": 1024})
-        checks["space freed -> jobs run"] = result_ok(client.wait(again, timeout_s=30))
-        client.attach(first)
-        checks["earlier result intact"] = result_ok(client.wait(first, timeout_s=30))
-        leftovers = [p.name for p in jobs.rglob("*") if p.name.startswith((".new-", ".result-")) or ".tmp-" in p.name]
-        checks["no half-written files"] = not leftovers and not (jobs / ("b" * 32)).exists()
-        checks["failed job has no result"] = not (jobs / big / "result").exists()
-        client.close()
-        server.stop()
-        ctx.destroy(0)
-    print("faults: disk full (2 MiB tmpfs): " + ", ".join(f"{k}: {v}" for k, v in checks.items()))
-    return {"ok": all(checks.values()), "corrupt": sum(not v for v in checks.values())}
+    again = client.submit("selftest", {"steps": 1, "result_bytes": 1024})
+    checks["space freed -> jobs run"] = result_ok(client.wait(again, timeout_s=30))
+    client.attach(first)
+    checks["earlier result intact"] = result_ok(client.wait(first, timeout_s=30))
+    leftovers = [p.name for p in jobs.rglob("*") if p.name.startswith((".new-", ".result-")) or ".tmp-" in p.name]
+    checks["no half-written files"] = not leftovers and not (jobs / ("b" * 32)).exists()
+    checks["failed job has no result"] = not (jobs / big / "result").exists()
+    return checks
 
 
 def failing_jobs(tmp: Path) -> dict:
@@ -646,6 +698,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         fz = fuzz(n_fuzz, args.seed, tmp)
+        cf = client_fuzz(n_fuzz // 5, args.seed)
         fl = fetch_flood(tmp, flood)
         k9 = kill9_restart(tmp)
         cl = crash_loop(tmp, cycles)
@@ -654,12 +707,12 @@ def main() -> None:
         fj = failing_jobs(tmp)
         ld = load(tmp, 20, 3)
         sec = security(tmp, attempts)
-    lost = k9["lost"] + cl["lost"] + kc["lost"] + ld["lost"]
-    dup = k9["dup"] + ld["dup"]
+    lost = k9["lost"] + cl["lost"] + kc["lost"] + ld["lost"] + cf["lost"]
+    dup = k9["dup"] + ld["dup"] + cf["dup"]
     print(f"checks: fuzz wrong replies {fz['wrong']}, memory +{fz['rss_growth_mib']} MiB, flood +{fl['flood_rss_mib']} "
           f"MiB; corrupt jobs {cl['corrupt'] + df['corrupt']}; disk full ok {df['ok']}; failing jobs ok {fj['ok']}; "
           f"fair {ld['fair']}; total {time.perf_counter() - t0:.0f} s")
-    print(f"reliability: fuzz_cases={fz['cases']} crashes={fz['crashes']} hangs={fz['hangs']} lost_results={lost} "
+    print(f"reliability: fuzz_cases={fz['cases'] + cf['cases']} crashes={fz['crashes'] + cf['crashes']} hangs={fz['hangs']} lost_results={lost} "
           f"dup_results={dup} unauth_accepted={sec['unauth_accepted']} recover_s={k9['recover_s']}")
 
 

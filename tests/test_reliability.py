@@ -348,3 +348,11 @@ def test_path_like_job_ids_never_touch_the_disk(make_server, make_client, tmp_pa
             client.request(body)
         assert info.value.error.code == "invalid_field" and info.value.error.field == "job"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs"] and not any((tmp_path / "jobs").iterdir())
+
+
+def test_every_error_code_in_the_code_is_documented():
+    """The fuzz holds replies to docs/PROTOCOL.md's code table; a new code must be added there too."""
+    used = set()
+    for path in list((REPO / "backend").rglob("*.py")) + list((REPO / "shared").rglob("*.py")):
+        used |= set(re.findall(r'code="([a-z_]+)"', path.read_text()))
+    assert used - CODES == set(), f"add these error codes to docs/PROTOCOL.md: {sorted(used - CODES)}"
