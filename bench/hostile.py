@@ -33,7 +33,8 @@ def documented_codes() -> set[str]:
     """The error codes listed in docs/PROTOCOL.md's table: the contract the fuzz holds the server to."""
     text = (REPO / "docs" / "PROTOCOL.md").read_text()
     table = text.split("| code | when |", 1)[1].split("\n\n", 1)[0]
-    return {c for row in table.splitlines() for c in re.findall(r"`([a-z_]+)`", row.split("|")[1] if "|" in row else "")}
+    cells = [row.split("|")[1] for row in table.splitlines() if row.count("|") >= 2]
+    return {code for cell in cells for code in re.findall(r"`([a-z_]+)`", cell)}
 
 
 # --- raw material ----------------------------------------------------------------------------------------------------
@@ -266,6 +267,31 @@ def with_req(case: Case, req: str) -> Optional[str]:
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
+def followups(case: Case, reply: list) -> int:
+    """Messages that follow the direct reply: a ``fetch`` of a finished job gets its final state pushed after the
+    ``job_state`` reply (``result``, or ``job_state`` + ``error``), without ``req``."""
+    try:
+        mtype = json.loads(case.frames[0]).get("type")
+        msg = P.decode(reply, P.MAX_RESULT_FRAME, allowed=SERVER_TYPES)
+    except (ValueError, AttributeError, RecursionError, SpecError):
+        return 0
+    if mtype != "fetch" or msg.type != "job_state" or msg.body.state not in P.FINAL_STATES:
+        return 0
+    return 1 if msg.body.state == "done" else 2
+
+
+def judge_followup(job_reply: list, pushed: list) -> Optional[str]:
+    """None if a pushed message is a req-less final message about the fetched job."""
+    job = P.decode(job_reply, P.MAX_RESULT_FRAME).body.job
+    try:
+        msg = P.decode(pushed, P.MAX_RESULT_FRAME, allowed=SERVER_TYPES)
+    except SpecError as e:
+        return f"pushed message breaks the protocol: {e}"
+    if msg.req is not None or getattr(msg.body, "job", None) != job or msg.type not in ("job_state", "error", "result"):
+        return f"unexpected push after a fetch: {msg.type} req={msg.req!r}"
+    return None
+
+
 def judge(case: Case, expected_req: Optional[str], reply: list, codes: set[str]) -> Optional[str]:
     """None if the reply is what the protocol promises for this request, else what is wrong."""
     try:
@@ -292,7 +318,7 @@ def judge(case: Case, expected_req: Optional[str], reply: list, codes: set[str])
     return None
 
 
-# --- mutation (libFuzzer-style, seeded): cheap variants of hypothesis' cases --------------------------------------------
+# --- mutation (libFuzzer-style, seeded): cheap variants of hypothesis' cases -----------------------------------------
 
 TOKENS = [b"NaN", b"Infinity", b"1e999", b"-1", b"9" * 400, b'"..\\/..\\/"', b"\xff\xfe", b"\xc0\xaf", b"\x00", b"{",
           b"[", b"}", b'"', b"\\", b'"\\ud800"', b'"frames":', b'"req":', b'"v":2', b"null", b"\xe2\x80\xae"]

@@ -6,7 +6,6 @@ a real (tmpfs) filesystem; nothing of ours is mocked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,8 +25,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from backend.jobs.selftest import SelftestRunner
 from backend.runner import Artifact, JobResult
-from bench.hostile import PNGS, Case, documented_codes, hostile_case, judge, mutate, with_req
-from bench.reliability import ENV, REPO, Inbox, hypothesis_cases, ServeProcess, free_endpoint, is_final, small_disk, unsafe_calls
+from bench.hostile import (PNGS, Case, documented_codes, followups, hostile_case, judge, judge_followup, mutate,
+                           with_req)
+from bench.reliability import (ENV, REPO, Inbox, ServeProcess, free_endpoint, hypothesis_cases, is_final, small_disk,
+                               unsafe_calls)
 from shared import protocol as P
 from shared.client import Client, ClientError, CurveKeys, Disconnected
 from shared.png import PngError, decode_png
@@ -39,8 +40,12 @@ def send_and_judge(sock: zmq.Socket, case: Case, n: int) -> None:
     req = with_req(case, f"t{n}")
     sock.send_multipart(case.frames)
     assert sock.poll(5000), f"no reply to {case.category}: {case.frames[0][:100]!r}"
-    problem = judge(case, req, sock.recv_multipart(), CODES)
+    reply = sock.recv_multipart()
+    problem = judge(case, req, reply, CODES)
     assert problem is None, f"{case.category}: {problem} <- {case.frames!r:.300}"
+    for _ in range(followups(case, reply)):  # a fetch of a finished job: its final messages follow
+        assert sock.poll(5000)
+        assert judge_followup(reply, sock.recv_multipart()) is None
 
 
 @pytest.fixture
@@ -169,8 +174,9 @@ def test_crash_between_result_and_state_keeps_the_result(make_server, make_clien
 def test_client_killed_mid_job(tmp_path, zmq_context):
     endpoint = free_endpoint()
     server = ServeProcess(endpoint, tmp_path / "jobs", tmp_path / "serve.log")
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "submit", "selftest", "--server", endpoint, "--params",
-                             '{"steps": 20, "step_s": 0.03}', "--wait", "--out", str(tmp_path)], cwd=REPO, env=ENV,
+    command = ["submit", "selftest", "--server", endpoint, "--params", '{"steps": 20, "step_s": 0.03}', "--wait",
+               "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", *command], cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         job = proc.stdout.readline().strip()
