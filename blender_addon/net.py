@@ -219,6 +219,8 @@ def _on_job_state(scene, job, msg) -> None:
         job.message = f"queued, {msg.body.position} job(s) ahead"
     elif msg.body.state in ("cancelled", "interrupted"):
         job.message = msg.body.state
+    if msg.body.error and not job.error:  # the error message (with its hint) follows; show the reason at once
+        job.error = msg.body.error
 
 
 def _on_error(scene, job, msg) -> None:

@@ -435,7 +435,7 @@ FAILURE_SCRIPT = """
     state.prior_mode = "joker"
     bpy.ops.joker_head.preview()
     prev = state.preview_job
-    pump_until(lambda: job(prev).state == "failed", 60, "the preview failure")
+    pump_until(lambda: job(prev).state == "failed" and job(prev).hint, 60, "the preview failure and its hint")
     report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message, oracle=oracle,
            preview_path=job(ok).result_path, preview_equal=bool(np.array_equal(preview, expected)),
            error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None)
