@@ -7,7 +7,8 @@
     <jobs_dir>/<job id>/work/              the runner's scratch and checkpoints
     <jobs_dir>/<job id>/result/            meta.json + artifact files; appears only complete (renamed into place)
 
-Job ids are validated against ``shared.protocol.JOB_ID`` before they touch a path.
+Job ids are validated against ``shared.protocol.JOB_ID`` before they touch a path. A result's rename into place is
+its commit point; :meth:`JobStore.sweep` removes what a crash left half-written.
 """
 
 from __future__ import annotations
@@ -180,13 +181,16 @@ class JobStore:
 
     def sweep(self) -> None:
         """Remove what a crash (kill -9, power loss) left half-written: new jobs, results, temporary files."""
-        leftovers = [p for p in self.root.glob(".new-*")]
+        leftovers = list(self.root.glob(".new-*"))
         for d in self.root.iterdir():
             if d.is_dir() and re.fullmatch(JOB_ID, d.name):
                 leftovers += list(d.glob(".result-*")) + list(d.glob("*.tmp-*"))
         for p in leftovers:
             log.info("removing %s, left half-written by a crash", p)
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def last_seq(self, job_id: str) -> int:
         """The highest progress seq on disk (state.json is only rewritten when the state changes)."""

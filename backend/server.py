@@ -14,10 +14,10 @@ import errno
 import ipaddress
 import json
 import logging
-from collections import Counter, OrderedDict
 import threading
 import time
 import traceback
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -97,7 +97,7 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
         self._auth = None
-        self._results: "OrderedDict[str, tuple[Any, list, int]]" = OrderedDict()  # serve thread only
+        self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
         self.stats: Counter = Counter()  # requests, errors, internal_errors (bugs), worker_errors
         self.endpoint: Optional[str] = None
         self._router = self._bind_router()
