@@ -7,13 +7,17 @@
     <jobs_dir>/<job id>/work/              the runner's scratch and checkpoints
     <jobs_dir>/<job id>/result/            meta.json + artifact files; appears only complete (renamed into place)
 
-Job ids are validated against ``shared.protocol.JOB_ID`` before they touch a path.
+Job ids are validated against ``shared.protocol.JOB_ID`` before they touch a path. A result's rename into place is
+its commit point; :meth:`JobStore.sweep` removes what a crash left half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +31,9 @@ import numpy as np
 
 from backend.runner import Artifact
 from shared.protocol import JOB_ID, NAME, Blob, Payload, Png
+
+
+log = logging.getLogger("joker_head.jobstore")
 
 
 class StoreError(RuntimeError):
@@ -74,6 +81,7 @@ class JobRecord:
     error: Optional[dict] = None
     last_seq: int = 0
     attempts: int = 0  # runs started; > 0 on a restart means the runner may resume from its checkpoint
+    started: float = 0.0  # unix time the last run started (queue wait = started - created)
 
 
 class JobStore:
@@ -92,9 +100,9 @@ class JobStore:
     # --- writing ------------------------------------------------------------------------------------------------
     def create(self, record: JobRecord, params: Any, payloads: dict[str, Payload]) -> None:
         """Write a new job's request and inputs; the job exists only once state.json is in place."""
-        final = self.dir(record.job)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".new-"))
+        final, tmp = self.dir(record.job), None
         try:
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".new-"))
             (tmp / "inputs").mkdir()
             (tmp / "work").mkdir()
             descs = {}
@@ -108,9 +116,10 @@ class JobStore:
             _atomic_write(tmp / "state.json", json.dumps(self._state_dict(record)).encode())
             os.replace(tmp, final)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"cannot store job {record.job} in {self.root}: {e.strerror or e} — free disk space "
-                             "or point --jobs-dir at a larger disk") from e
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot store job {record.job} in {self.root}: {e.strerror or e} — "
+                             f"{_fix(e, self.root)}") from e
 
     def save_state(self, record: JobRecord) -> None:
         record.updated = time.time()
@@ -129,9 +138,9 @@ class JobStore:
 
     def save_result(self, job_id: str, meta: dict, artifacts: list[Artifact]) -> None:
         """Write the result into a temporary folder, fsync it, then rename it into place in one step."""
-        job_dir = self.dir(job_id)
-        tmp = Path(tempfile.mkdtemp(dir=job_dir, prefix=".result-"))
+        job_dir, tmp = self.dir(job_id), None
         try:
+            tmp = Path(tempfile.mkdtemp(dir=job_dir, prefix=".result-"))
             listing = []
             for art in artifacts:
                 if not re.fullmatch(NAME, art.name):
@@ -139,16 +148,26 @@ class JobStore:
                 _atomic_write(tmp / art.name, art.data)
                 listing.append({"name": art.name, "media_type": art.media_type, "size": len(art.data)})
             _atomic_write(tmp / "meta.json", json.dumps({"meta": meta, "artifacts": listing}).encode())
-            os.replace(tmp, job_dir / "result")
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"cannot store the result of job {job_id}: {e.strerror or e} — free disk space in "
-                             f"{self.root}; the job can be resubmitted with the same id") from e
+            old = None
+            if (job_dir / "result").exists():  # a rerun: move the old result aside (sweep() removes it after a crash)
+                old = Path(tempfile.mkdtemp(dir=job_dir, prefix=".result-old-"))
+                os.replace(job_dir / "result", old / "result")
+            os.replace(tmp, job_dir / "result")  # the commit point: from here on the job has its result
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except (OSError, StoreError) as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(f"cannot store the result of job {job_id}: {e.strerror or e} — {_fix(e, self.root)}; "
+                             "then resubmit the job with the same id") from e
 
     # --- reading ------------------------------------------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord:
         s = json.loads((self.dir(job_id) / "state.json").read_text())
-        return JobRecord(**s)
+        known = {f.name for f in dataclasses.fields(JobRecord)}
+        return JobRecord(**{k: v for k, v in s.items() if k in known})  # fields of other versions are ignored
 
     def load_all(self) -> list[JobRecord]:
         records = []
@@ -159,6 +178,23 @@ class JobStore:
                 except (OSError, ValueError, TypeError):
                     continue  # unreadable record: leave it for an operator, never crash the server
         return records
+
+    def sweep(self) -> None:
+        """Remove what a crash (kill -9, power loss) left half-written: new jobs, results, temporary files."""
+        leftovers = list(self.root.glob(".new-*"))
+        for d in self.root.iterdir():
+            if d.is_dir() and re.fullmatch(JOB_ID, d.name):
+                leftovers += list(d.glob(".result-*")) + list(d.glob("*.tmp-*"))
+        for p in leftovers:
+            log.info("removing %s, left half-written by a crash", p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+    def last_seq(self, job_id: str) -> int:
+        """The highest progress seq on disk (state.json is only rewritten when the state changes)."""
+        return max((e["seq"] for e in self.progress(job_id, 0, limit=1) if isinstance(e.get("seq"), int)), default=0)
 
     def request(self, job_id: str) -> dict:
         return json.loads((self.dir(job_id) / "request.json").read_text())
@@ -186,7 +222,7 @@ class JobStore:
                 e = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line after a crash
-            if e.get("seq", 0) > since:
+            if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > since:
                 events.append(e)
         return events[-limit:]
 
@@ -205,7 +241,17 @@ class JobStore:
     @staticmethod
     def _state_dict(r: JobRecord) -> dict:
         return {"job": r.job, "kind": r.kind, "client": r.client, "digest": r.digest, "state": r.state,
-                "created": r.created, "updated": r.updated, "error": r.error, "last_seq": r.last_seq, "attempts": r.attempts}
+                "created": r.created, "updated": r.updated, "error": r.error, "last_seq": r.last_seq, "attempts": r.attempts,
+                "started": r.started}
+
+
+def _fix(e: OSError, root: Path) -> str:
+    """What an operator should do about a storage error."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"free disk space in {root} or point --jobs-dir at a larger disk"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {root} writable for the server"
+    return f"check the disk holding {root}"
 
 
 def _describe(value: Payload) -> dict:

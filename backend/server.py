@@ -10,12 +10,14 @@ restarts) is re-subscribed by its ``fetch``. Progress and results are persisted 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import threading
 import time
 import traceback
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -47,6 +49,9 @@ class ServerConfig:
     heartbeat_s: float = 2.0
     max_frame: int = P.MAX_REQUEST_FRAME
     max_jobs_per_client: int = 16  # queued + running
+    max_request: int = P.MAX_REQUEST  # payload bytes of one request, all frames together
+    max_queued: int = 1000  # queued + running jobs of all clients (without keys a client can mint new ids)
+    result_cache_bytes: int = 256 * 1024 * 1024  # repeated fetches of a result share one copy in memory
     name: str = "joker-head"
 
 
@@ -92,6 +97,8 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
         self._auth = None
+        self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
+        self.stats: Counter = Counter()  # requests, errors, internal_errors (bugs), worker_errors
         self.endpoint: Optional[str] = None
         self._router = self._bind_router()
         self._events = self.ctx.socket(zmq.PULL)
@@ -129,14 +136,24 @@ class Server:
 
     def _recover(self) -> None:
         """After a restart: re-queue waiting jobs, resume or report interrupted ones."""
+        self.store.sweep()  # half-written jobs and results of a crash
         for record in sorted(self.store.load_all(), key=lambda r: r.created):
             job = _Job(record)
             self.jobs[record.job] = job
+            record.last_seq = max(record.last_seq, self.store.last_seq(record.job))  # progress saved after state
+            if record.state in ("queued", "running", "interrupted") and self.store.has_result(record.job):
+                record.state, record.error = "done", None  # killed between committing the result and the state
+                self._save_state(record)
+            if record.state in ("queued", "running", "interrupted") and record.kind not in self.runners:
+                record.state, record.error = "failed", {
+                    "code": "unknown_kind", "message": f"this server no longer runs {record.kind} jobs",
+                    "hint": "start the server with the runner for that kind, then resubmit"}
+                self._save_state(record)
             if record.state in ("running", "interrupted"):
                 resumable = getattr(self.runners.get(record.kind), "resumable", False)
                 record.state = "queued" if resumable else "interrupted"
                 record.error = None if resumable else dict(INTERRUPTED)
-                self.store.save_state(record)
+                self._save_state(record)
             if record.state == "queued":
                 self.queue.put(record.client, record.job)
 
@@ -185,27 +202,38 @@ class Server:
                 for _ in range(256):  # drain, but keep serving both sockets
                     if not self._router.poll(0):
                         break
-                    self._handle_frames(self._router.recv_multipart(copy=False))
+                    self._guarded(self._handle_frames, self._router.recv_multipart(copy=False))
                 while self._events.poll(0):
-                    self._handle_event(self._events.recv_multipart())
+                    self._guarded(self._handle_event, self._events.recv_multipart())
         finally:
             self._router.close(0)
             self._events.close(0)
+
+    def _guarded(self, handler: Any, frames: list) -> None:
+        """The serve thread outlives any bug in a handler: log it, count it, serve on."""
+        try:
+            handler(frames)
+        except Exception:  # noqa: BLE001
+            self.stats["internal_errors"] += 1
+            log.exception("internal error in the serve thread")
 
     # --- requests -------------------------------------------------------------------------------------------------
     def _handle_frames(self, frames: list) -> None:
         identity, frames = frames[0].bytes, frames[1:]
         client = self._client_key(identity, frames)
         req, job = _peek_req(frames), None
+        self.stats["requests"] += 1
         try:
-            msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS)
+            msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS, max_total=self.config.max_request)
             req, job = msg.req, getattr(msg.body, "job", None)
             getattr(self, "_on_" + msg.type)(identity, client, msg)
         except SpecError as e:
+            self.stats["errors"] += 1
             self._send(identity, P.Error.from_exception(e, getattr(e, "job", job)), req=req)
         except Exception as e:  # never let one request kill the server
+            self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")
-            self._send(identity, P.Error("internal", f"internal server error: {type(e).__name__}: {e}",
+            self._send(identity, P.Error("internal", P.clip(f"internal server error: {type(e).__name__}: {e}", 4000),
                                          hint="the server logged the details; please report it"), req=req)
 
     def _client_key(self, identity: bytes, frames: list) -> str:
@@ -244,11 +272,14 @@ class Server:
         existing = self.jobs.get(body.job)
         if existing is not None:
             return self._resubmitted(identity, existing, digest, msg.req)
-        active = sum(1 for j in self.jobs.values()
-                     if j.record.client == client and j.record.state in ("queued", "running"))
-        if active >= self.config.max_jobs_per_client:
+        active = [j.record.client for j in self.jobs.values() if j.record.state in ("queued", "running")]
+        mine = active.count(client)
+        if mine >= self.config.max_jobs_per_client:
             raise _job_error(body.job, "job", f"at most {self.config.max_jobs_per_client} queued or running jobs "
-                             "per client", active, "wait for a job to finish or cancel one", "too_many_jobs")
+                             "per client", mine, "wait for a job to finish or cancel one", "too_many_jobs")
+        if len(active) >= self.config.max_queued:
+            raise _job_error(body.job, "job", f"at most {self.config.max_queued} queued or running jobs on this "
+                             "server", len(active), "the server is busy: try again later", "too_many_jobs")
         record = JobRecord(body.job, body.kind, client, digest)
         del params  # validated; the worker re-reads the stored request
         try:
@@ -269,7 +300,7 @@ class Server:
         job.subscribers.add(identity)
         if record.state == "interrupted":  # resubmitting an interrupted job runs it again (resuming if it can)
             record.state, record.error = "queued", None
-            self.store.save_state(record)
+            self._save_state(record)
             self.queue.put(record.client, record.job)
         self._send(identity, P.Accepted(record.job, record.state, self.queue.position(record.job), True), req=req)
 
@@ -278,7 +309,7 @@ class Server:
         with self._lock:
             if job.record.state == "queued" and self.queue.remove(job.record.job):
                 job.record.state = "cancelled"
-                self.store.save_state(job.record)
+                self._save_state(job.record)
             elif job.ctx is not None:
                 job.cancel_requested = True
                 job.ctx.cancel()  # the worker records the cancellation when the runner stops
@@ -310,7 +341,7 @@ class Server:
 
     def _state(self, job: _Job) -> P.JobState:
         r = job.record
-        error = r.error.get("message") if r.error else None
+        error = P.clip(r.error.get("message", ""), 2000) if r.error else None
         return P.JobState(r.job, r.kind, r.state, r.created, r.updated,
                           self.queue.position(r.job) if r.state == "queued" else 0, r.last_seq, error)
 
@@ -330,17 +361,38 @@ class Server:
 
     def _send_final(self, job: _Job, identities: set) -> None:
         r = job.record
-        if r.state == "done" and self.store.has_result(r.job):
-            meta, artifacts = self.store.result(r.job)
-            payloads = {a.name: P.Blob(a.data, a.media_type) for a in artifacts}
+        if r.state == "done":
+            try:
+                meta, payloads = self._result(r.job)
+            except (OSError, ValueError, KeyError, TypeError) as e:  # lost or damaged on disk: say so, never hang
+                log.error("result of job %s unreadable: %s", r.job, e)
+                body = P.Error("result_missing", P.clip(f"the result of job {r.job} cannot be read: {e}", 4000),
+                               hint="resubmit the job with a new id; check the server's disk", job=r.job)
+                for identity in list(identities):
+                    self._send(identity, body)
+                return
             for identity in list(identities):
                 self._send(identity, P.Result(r.job, meta), payloads)
         elif r.state in ("failed", "cancelled") or (r.state == "interrupted" and not self._stop.is_set()):
             err = r.error or {"code": r.state, "message": f"the job was {r.state}"}
-            body = P.Error(err.get("code", r.state), err.get("message", ""), hint=err.get("hint", ""), job=r.job)
+            body = P.Error(P.clip(err.get("code", r.state), 64), P.clip(err.get("message", ""), 4000),
+                           hint=P.clip(err.get("hint", ""), 1000), job=r.job)
             for identity in list(identities):
                 self._send(identity, self._state(job))
                 self._send(identity, body)
+
+    def _result(self, job_id: str) -> tuple[Any, dict]:
+        """A finished job's meta and payloads, read once and shared by every fetch (a fetch flood costs no memory)."""
+        if job_id in self._results:
+            self._results.move_to_end(job_id)
+            return self._results[job_id][:2]
+        meta, artifacts = self.store.result(job_id)
+        payloads = {a.name: P.Blob(a.data, a.media_type) for a in artifacts}
+        size = sum(len(a.data) for a in artifacts)
+        self._results[job_id] = (meta, payloads, size)
+        while len(self._results) > 1 and sum(v[2] for v in self._results.values()) > self.config.result_cache_bytes:
+            self._results.popitem(last=False)
+        return meta, payloads
 
     # --- workers --------------------------------------------------------------------------------------------------
     def _worker(self, device: str) -> None:
@@ -351,8 +403,13 @@ class Server:
         try:
             while not self._stop.is_set():
                 job_id = self.queue.get(timeout=0.2)
-                if job_id is not None:
+                if job_id is None:
+                    continue
+                try:
                     self._run_job(self.jobs[job_id], device, push)
+                except Exception:  # noqa: BLE001 — a worker must never die: every later job would hang
+                    self.stats["worker_errors"] += 1
+                    log.exception("worker %s: internal error around job %s", device, job_id)
         finally:
             push.close()
 
@@ -365,11 +422,13 @@ class Server:
             if record.state != "queued":  # cancelled while it waited
                 return
             job.ctx, record.state, record.attempts = ctx, "running", record.attempts + 1
+            record.started = time.time()
             self._save_state(record)
         try:
             request = self.store.request(record.job)
             params = from_dict(runner.kind.params, request["params"], prefix="params.")
             result = runner.run(params, self.store.inputs(record.job), ctx)
+            _check_meta(result.meta)
             self.store.save_result(record.job, result.meta, result.artifacts)
             record.state = "done"
         except JobCancelled:
@@ -380,8 +439,8 @@ class Server:
         except JobFailed as e:
             record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
         except StoreError as e:
-            record.state, record.error = "failed", {"code": "storage", "message": str(e),
-                                                    "hint": "free disk space on the server, then resubmit"}
+            record.state, record.error = "failed", {"code": "storage", "message": P.clip(str(e), 2000),
+                                                    "hint": "fix the server's storage (see the message), then resubmit"}
         except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
             record.state, record.error = "failed", _describe_exception(e)
             log.error("job %s failed:\n%s", record.job, traceback.format_exc())
@@ -400,8 +459,8 @@ class Server:
     def _emit_progress(self, job: _Job, e: ProgressEvent, push: zmq.Socket) -> None:
         record = job.record
         record.last_seq += 1
-        event = {"seq": record.last_seq, "stage": e.stage[:64], "step": max(0, int(e.step)),
-                 "total": max(0, int(e.total)), "message": e.message[:1000], "metrics": _finite(e.metrics),
+        event = {"seq": record.last_seq, "stage": P.clip(e.stage, 64), "step": max(0, int(e.step)),
+                 "total": max(0, int(e.total)), "message": P.clip(e.message, 1000), "metrics": _finite(e.metrics),
                  "eta_s": e.eta_s if e.eta_s is not None and e.eta_s >= 0 else None}
         self.store.append_progress(record.job, event)
         frames = [json.dumps({"type": "progress", "job": record.job, **event}).encode()]
@@ -419,15 +478,27 @@ def _notify(push: zmq.Socket, frames: list) -> None:
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k[:64]: v for k, v in list(metrics.items())[:32] if v == v and abs(v) != float("inf")}
+    return {P.clip(k, 64): v for k, v in list(metrics.items())[:32] if v == v and abs(v) != float("inf")}
+
+
+def _check_meta(meta: Any) -> None:
+    """A result's meta must be strict JSON, or it could be stored but never sent."""
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise JobFailed(f"the job's result metadata is not valid JSON: {e}", "a runner bug: report it",
+                        code="job_error") from None
 
 
 def _describe_exception(e: Exception) -> dict:
     name = type(e).__name__
     if isinstance(e, MemoryError) or name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without torch
-        return {"code": "out_of_memory", "message": f"out of memory: {e}".strip(),
+        return {"code": "out_of_memory", "message": P.clip(f"out of memory: {e}".strip(), 2000),
                 "hint": "choose a smaller quality preset, lower the texture size, or free GPU memory"}
-    return {"code": "job_error", "message": f"{name}: {e}", "hint": "the server logged the traceback"}
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return {"code": "storage", "message": P.clip(f"the server's disk is full: {e}", 2000),
+                "hint": "free disk space on the server (or point --jobs-dir at a larger disk), then resubmit"}
+    return {"code": "job_error", "message": P.clip(f"{name}: {e}", 2000), "hint": "the server logged the traceback"}
 
 
 def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> SpecError:

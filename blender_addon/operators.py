@@ -304,11 +304,4 @@ CLASSES = (JOKER_OT_add_rig, JOKER_OT_apply_preset, JOKER_OT_reset_expression, J
            JOKER_OT_cancel, JOKER_OT_test_connection, JOKER_OT_import_result)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

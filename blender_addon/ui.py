@@ -175,11 +175,4 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
 CLASSES = (JOKER_PT_main, JOKER_PT_rig, JOKER_PT_normal_map, JOKER_PT_generate)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -13,6 +13,7 @@ Every header field is declared below as a spec dataclass and validated with limi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Union
 
@@ -23,12 +24,14 @@ from .spec import SpecError, from_dict, spec, to_dict
 
 PROTOCOL_VERSION = 1
 JOB_ID = r"[0-9a-f]{32}"  # uuid4().hex: safe as a folder name, never a path
-NAME = r"[A-Za-z0-9_.\-]{1,64}"
+NAME = r"(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}"  # a file name: no "/", never "." or ".."
 
 MAX_HEADER = 64 * 1024  # bytes of JSON
 MAX_FRAMES = 16
 MAX_REQUEST_FRAME = 64 * 1024 * 1024  # one payload frame sent to the server
 MAX_RESULT_FRAME = 512 * 1024 * 1024  # one payload frame sent by the server
+MAX_REQUEST = 256 * 1024 * 1024  # all payload frames of one request together
+MAX_INT = 2**63 - 1  # JSON integers must fit in 64 bits (other languages parse them into int64)
 MAX_IMAGE_SIDE = 4096
 MAX_ARRAY_DIMS = 4
 DTYPES = ("uint8", "uint16", "int32", "int64", "float16", "float32", "float64")
@@ -185,7 +188,15 @@ class Error:
 
     @classmethod
     def from_exception(cls, exc: SpecError, job: Optional[str] = None) -> "Error":
-        return cls(exc.code, str(exc), exc.field, exc.expected, exc.received, exc.hint, job)
+        """The reply for a failed validation, clipped to this message's own limits (hostile input can be long)."""
+        return cls(clip(exc.code, 64), clip(str(exc), 4000), clip(exc.field, 256), clip(exc.expected, 1000),
+                   clip(exc.received, 1000), clip(exc.hint, 1000), job)
+
+
+def clip(text: Any, limit: int) -> str:
+    """Text that passes a ``max_len`` string field: NUL escaped, cut to ``limit`` characters (with "...")."""
+    text = str(text).replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
 MESSAGE_TYPES: dict[str, type] = {t.TYPE: t for t in (
@@ -241,11 +252,23 @@ def _encode_payload(name: str, value: Payload) -> tuple[dict, Any]:
 
 # --- decoding --------------------------------------------------------------------------------------------------------
 
-def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[tuple[str, ...]] = None) -> Message:
-    """Frames (bytes or zmq.Frame) -> :class:`Message`, validating everything. Raises :class:`ProtocolError`."""
+def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[tuple[str, ...]] = None,
+           max_total: Optional[int] = None) -> Message:
+    """Frames (bytes or zmq.Frame) -> :class:`Message`, validating everything. Raises :class:`ProtocolError`.
+
+    ``max_total`` bounds the payload bytes of the whole message (libzmq only bounds each frame).
+    """
     if not frames:
         raise ProtocolError("header", "a JSON header frame", "an empty message", "send at least one frame",
                             code="bad_frame")
+    if len(frames) > MAX_FRAMES + 1:
+        raise ProtocolError("frames", f"at most {MAX_FRAMES} payload frames", f"{len(frames) - 1} frames",
+                            "send fewer payloads per message", code="bad_frames")
+    if max_total is not None:
+        total = sum(len(_buffer(f)) for f in frames[1:])
+        if total > max_total:
+            raise ProtocolError("frames", f"at most {max_total} payload bytes per request", f"{total} bytes",
+                                "send smaller inputs (downscale images, decimate meshes)", code="request_too_large")
     header = _decode_header(_buffer(frames[0]))
     mtype = header.pop("type")
     if allowed is not None and mtype not in allowed:
@@ -261,6 +284,8 @@ def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[t
     if len(descs) != len(frames) - 1:
         raise ProtocolError("frames", f"{len(descs)} payload frames as described", f"{len(frames) - 1} frames",
                             "send one frame per entry of header.frames", code="frame_count")
+    if "" in header:  # an unknown key that the error's ``field`` could not name
+        raise ProtocolError("header", "named fields", '""', "remove the field with an empty name", code="unknown_field")
     body = from_dict(MESSAGE_TYPES[mtype], header)
     payloads: dict[str, Payload] = {}
     for i, raw_desc in enumerate(descs):
@@ -281,7 +306,8 @@ def _decode_header(buf: memoryview) -> dict:
         raise ProtocolError("header", f"at most {MAX_HEADER} bytes of JSON", f"{len(buf)} bytes",
                             "send large data as payload frames", code="header_too_large")
     try:
-        header = json.loads(bytes(buf).decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        header = json.loads(bytes(buf).decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float,
+                            parse_int=_int64)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
         raise ProtocolError("header", "a UTF-8 JSON object", bytes(buf[:40]), f"the header is not valid JSON ({e})",
                             code="bad_json") from None
@@ -292,7 +318,7 @@ def _decode_header(buf: memoryview) -> dict:
         raise ProtocolError("v", f"protocol version {PROTOCOL_VERSION}", version,
                             "update the add-on or the backend so both speak the same protocol version",
                             code="version_mismatch")
-    if header.get("type") not in MESSAGE_TYPES:
+    if not isinstance(header.get("type"), str) or header["type"] not in MESSAGE_TYPES:
         raise ProtocolError("type", f"one of {', '.join(MESSAGE_TYPES)}", header.get("type"),
                             "check the message type", code="unknown_type")
     return header
@@ -300,6 +326,12 @@ def _decode_header(buf: memoryview) -> dict:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
+
+
+def _int64(text: str) -> int:
+    if len(text) > 20 or not -MAX_INT - 1 <= int(text) <= MAX_INT:
+        raise ValueError(f"integer {text[:24]}... does not fit in 64 bits")
+    return int(text)
 
 
 def _finite_float(text: str) -> float:
@@ -316,7 +348,7 @@ def _decode_payload(desc: FrameDesc, buf: memoryview, max_frame: int) -> Payload
                             "send a smaller payload (downscale the image or decimate the mesh)", code="frame_too_large")
     if desc.kind == "png":
         try:
-            info = pngcodec.png_info(bytes(buf[:33]))
+            info = pngcodec.png_check(bytes(buf))  # structure and CRCs, nothing inflated
         except pngcodec.PngError as e:
             raise ProtocolError(name, "a PNG image", bytes(buf[:16]), f"send a valid PNG ({e})", code="bad_png") from None
         if max(info.width, info.height) > MAX_IMAGE_SIDE:
@@ -328,7 +360,7 @@ def _decode_payload(desc: FrameDesc, buf: memoryview, max_frame: int) -> Payload
     if desc.dtype is None or desc.shape is None:
         raise ProtocolError(name, "dtype and shape for an array", "missing", "describe the array", code="bad_array")
     dtype = np.dtype(desc.dtype).newbyteorder("<")
-    count = int(np.prod(desc.shape, dtype=np.int64))
+    count = math.prod(desc.shape)  # Python ints: a hostile shape must not overflow into a small count
     if count * dtype.itemsize != len(buf):
         raise ProtocolError(name, f"{count * dtype.itemsize} bytes for {desc.dtype}{list(desc.shape)}",
                             f"{len(buf)} bytes", "send the array's raw C-order bytes", code="bad_array")

@@ -7,6 +7,7 @@ protocol tests, benchmarks and reliability runs use it to drive the real server.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import numpy as np
@@ -29,8 +30,10 @@ class SelftestRunner:
                                     "choose a smaller preset or free GPU memory", code="out_of_memory")
                 raise RuntimeError(f"selftest failure requested at step {step}")
             time.sleep(params.step_s)
+            tmp = checkpoint.with_suffix(".tmp")  # replaced in one step: a kill -9 never leaves a torn checkpoint
+            tmp.write_text(str(step + 1))
+            os.replace(tmp, checkpoint)  # before reporting: a step the client saw is never redone
             ctx.progress("selftest", step + 1, params.steps, f"step {step + 1} of {params.steps}")
-            checkpoint.write_text(str(step + 1))
         data = inputs.get("data")
         digest = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest() if data is not None else None
         payload = np.random.default_rng(0).integers(0, 256, params.result_bytes, dtype=np.uint8).tobytes()
