@@ -125,5 +125,5 @@ def test_demo_command_runs_offline(tmp_path):
         proc.kill()
         proc.wait(10)
     text = "".join(seen)
-    assert "missing" in text and "joker-head fetch-models --mode joker" in text
+    assert "missing" in text and "joker-head fetch-models --mode joker" in text and "LPIPS" in text
     assert "oracle prior" in text and "preset draft" in text and "[distill]" in text

@@ -17,6 +17,17 @@ DEMO_PROMPT = "a man with a big smile"
 DEMO_EXPRESSIONS = {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "jawOpen": 0.15}
 
 
+def missing_lpips(models_dir: Path) -> list[str]:
+    """A note when the LPIPS(VGG) weights of the paper/fast presets are absent (not blocking: L1 alone then)."""
+    from backend.distill.lpips import WEIGHTS_NAME, find_lpips_weights
+
+    if find_lpips_weights(models_dir) is not None:
+        return []
+    return [f"The LPIPS(VGG) weights are missing: {models_dir / WEIGHTS_NAME} (the paper and fast presets use them; "
+            "without them distillation uses L1 alone). docs/DISTILLATION.md, 'LPIPS weights', shows how to write "
+            "that file from torchvision's VGG16 and the lpips package's heads."]
+
+
 def missing_weights(models_dir: Path) -> list[str]:
     """Lines saying what the real demo lacks (empty when the Joker prior can run)."""
     from backend.prior import layout
@@ -47,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     lacking = missing_weights(root) if args.mode != "oracle" else []
     mode = args.mode if args.mode != "auto" else ("oracle" if lacking else "joker")
     if lacking:
-        print("\n".join(lacking))
+        print("\n".join(lacking + missing_lpips(root)))
         if args.mode == "joker":
             return 1
         print("Running the same pipeline offline instead: oracle prior (a known textured ICT head), preset draft.\n")
@@ -97,7 +108,8 @@ def _printer(out: Path):
     def emit(e) -> None:
         eta = f", ETA {e.eta_s:.0f} s" if e.eta_s is not None else ""
         loss = f", loss {e.metrics['loss']:.4f}" if "loss" in e.metrics else ""
-        line = f"[{e.stage}] {e.message or ''} ({e.step}/{e.total}{loss}{eta})"
+        where = "" if e.stage == "distill" else f" ({e.step}/{e.total})"
+        line = f"[{e.stage}] {e.message or ''}{where}{loss}{eta}"
         if e.preview is not None:
             seen["n"] += 1
             (previews / f"update_{seen['n']:03d}_step_{e.step:05d}.png").write_bytes(png_bytes(e.preview))

@@ -6,9 +6,10 @@ ground-truth guidance for the same purpose).
 Perturbation model (``perturb`` = s > 0), per call and per view, with a = s (t / 999)^2:
   * geometry: an image-plane similarity warp (shift ~ 5% a of the image, rotation ~ 10 a deg, scale ~ 5% a),
   * colour: per-channel gains ~ 15% a and a smooth 4x4 colour field ~ 10% a,
-  * trust in the input: the render's structure coarser than sigma_t = 2 sqrt((1 - abar_t) / abar_t) px (at 64 px)
-    is kept and only finer detail comes from the perturbed truth, as noise at level t destroys detail below about
-    that scale and a denoiser (or an SDEdit run from t) keeps the rest (abar_t: SD1.5's cumulative alphas).
+  * trust in the input: out = truth' + sqrt(abar_t) (lowpass(render) - lowpass(truth')), the low-pass keeping
+    structure coarser than sigma_t = 2 sqrt((1 - abar_t) / abar_t) px (at 64 px): noise at level t destroys detail
+    below about that scale, and x_t holds sqrt(abar_t) of its input, so a denoiser (or an SDEdit run from t) keeps
+    that much of the render's coarse structure (abar_t: SD1.5's cumulative alphas).
 With s = 0 the targets are the exact renders, whatever t.
 
 Rasterisation is a small numpy z-buffer with perspective-correct colour interpolation (``shared.raster`` renders
@@ -185,7 +186,8 @@ class OracleGuidance:
         x = F.interpolate(images.detach().float(), size=truth.shape[-2:], mode="bilinear", align_corners=False)
         abar = float(self.alphas_cumprod[int(t)])
         sigma = KEEP_SCALE_PX * self.resolution / 64.0 * ((1.0 - abar) / abar) ** 0.5
-        return (out + lowpass(x, sigma) - lowpass(out, sigma)).clamp(0.0, 1.0)
+        keep = abar ** 0.5  # x_t holds sqrt(abar) of its input's signal
+        return (out + keep * (lowpass(x, sigma) - lowpass(out, sigma))).clamp(0.0, 1.0)
 
 
 def lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
