@@ -169,3 +169,14 @@ def test_resume_continues_exactly(head, tmp_path):
     for (name, a), b in zip(whole.field.state_dict().items(), rest.field.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert rest.losses[-1] == pytest.approx(whole.losses[-1], rel=1e-4)
+
+
+def test_dynamic_baseline_draws_a_level_every_step(head):
+    cfg = DistillConfig(**{**TINY, "steps": 8, "targets": "dynamic"})
+    r = cfg.resolved()
+    cams = reference_grid(512, r.n_az, r.n_el)
+    events = []
+    distill(OracleGuidance(head, cams, 32, perturb=1.0), cams, cfg, seed=2, callback=events.append,
+            implementation="torch")
+    assert [e.kind for e in events] == ["step"] * 8  # no scheduled target updates
+    assert {e.stage for e in events} == {0} and len({e.t for e in events}) > 2

@@ -95,7 +95,7 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
         g.set_state(state["rng"])
         start = int(state["step"])
         stored = load_targets(workdir)
-        expected = schedule.last_update_before(start - 1)
+        expected = schedule.last_update_before(start - 1) if r.targets == "progressive" else None
         if stored is not None and expected is not None and stored[0] == expected.index:
             targets.copy_(stored[1])
             current = expected
@@ -123,7 +123,8 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
             if workdir is not None:
                 save_targets(workdir, update.index, targets)
             if callback:
-                preview = render_image(field, cameras[front].scaled(res), r.samples_per_ray, occupancy)["rgb"]
+                with torch.no_grad():
+                    preview = render_image(field, cameras[front].scaled(res), r.samples_per_ray, occupancy)["rgb"]
                 callback(DistillEvent("targets", step, r.steps, update.stage, update.t,
                                       losses[-1] if losses else float("nan"), _eta(t0, step - start, end - step),
                                       _to_uint8(preview)))

@@ -157,7 +157,8 @@ def _render_chunk(field, rays: RayBundle, samples_per_ray: int, occupancy: Optio
 
 def render_image(field, camera: Camera, samples_per_ray: int, occupancy: Optional[OccupancyGrid] = None,
                  chunk: int = 1 << 14) -> dict[str, torch.Tensor]:
-    """A full view: {"rgb" [3, H, W], "opacity" [H, W], "depth" [H, W]} (deterministic sample positions)."""
+    """A full view: {"rgb" [3, H, W], "opacity" [H, W], "depth" [H, W]} (deterministic sample positions; call it
+    under ``torch.no_grad()`` unless gradients are wanted)."""
     device = next(field.parameters()).device
     out = render_rays(field, image_rays(camera, device), samples_per_ray, occupancy, chunk=chunk)
     H, W = camera.height, camera.width
