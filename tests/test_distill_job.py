@@ -69,6 +69,16 @@ def test_generate_with_the_oracle_reports_progress_and_returns_renders_and_glb(r
     names = [a.name for a in result.artifacts]
     assert names == ["head.glb", "renders.png"]
     assert result.artifacts[0].data[:4] == b"glTF"
+    # The distilled field exports a non-empty, closed mesh of head size inside the NeRF bound.
+    import trimesh
+
+    from shared.conventions import NERF_BOUND_RADIUS_M
+
+    mesh = trimesh.load(io.BytesIO(result.artifacts[0].data), file_type="glb", force="mesh", process=True)
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)  # the GLB splits vertices at UV seams
+    assert len(mesh.faces) > 100 and mesh.is_watertight
+    assert result.meta["export"]["open_edges"] == 0
+    assert 0.05 < mesh.extents.max() <= 2 * NERF_BOUND_RADIUS_M and np.abs(mesh.bounds).max() <= NERF_BOUND_RADIUS_M
     from PIL import Image
 
     sheet = Image.open(io.BytesIO(result.artifacts[1].data))
