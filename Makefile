@@ -22,8 +22,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
+DEMO_OUT ?= demo-out
+
+# The main job on the bundled head (the oracle prior and the draft preset when no weights are present), then the GLB
+# imported into a .blend and rendered with Cycles beside it.
 demo: $(STAMP)
-	$(VPY) -m backend.cli demo
+	$(VPY) -m backend.cli demo --out $(DEMO_OUT)
+	$(VPY) blender_addon/demo_scene.py $(DEMO_OUT)/head.glb --res 512 --samples 32
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(VPY) $$b --quick || exit 1; done

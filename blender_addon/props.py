@@ -82,6 +82,12 @@ class JokerState(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0, description="the same seed reproduces the result")
     quality: EnumProperty(name="Quality", items=quality.enum_items(), default=quality.default_preset(),
                           description="distillation preset; the estimate is for one H100-class GPU")
+    max_steps: IntProperty(name="Step Cap", default=0, min=0, max=1_000_000,
+                           description="cap the distillation's optimisation steps to bound the time (0: the "
+                                       "preset's own count)")
+    mesh_resolution: EnumProperty(name="Mesh Grid", default="256", description="density grid the mesh is cut "
+                                  "from: finer keeps more detail and takes longer",
+                                  items=[(str(n), f"{n}\u00b3", "") for n in (64, 128, 192, 256, 384, 512)])
     faces: IntProperty(name="Faces", default=50_000, min=500, max=1_000_000,
                        description="triangle count of the exported head")
     texture: EnumProperty(name="Texture", default="1024", description="texture width and height in pixels",

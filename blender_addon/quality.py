@@ -1,8 +1,8 @@
-"""Quality presets shown in the panel, with honest time estimates.
+"""Quality presets shown in the panel, with time estimates.
 
-The preset names are ``shared.config.DistillConfig.preset``'s choices (owned by distillation); the estimates are
-for one current data-centre GPU (H100 class) and the joker prior, and say so. The backend reports the real ETA
-while a job runs.
+The preset names are ``shared.config.DistillConfig.preset``'s choices (owned by distillation), and the estimates come
+from ``DistillConfig.estimated_seconds`` — one model of the cost for the menu, the panel and the backend alike — for
+one data-centre GPU and the Joker prior, and say so. The backend reports the real ETA while a job runs.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import dataclasses
 
 from .shared.config import DistillConfig
 
-# name -> (label, estimate shown beside it, description). Unknown names (a newer backend) still work.
+# name -> (label, description). Unknown names (a newer backend) still work.
 _KNOWN = {
-    "draft": ("Draft", "about 3 min", "few views and steps, a small texture: check pose and prompt"),
-    "fast": ("Fast", "about 15 min", "a shorter schedule; most of the paper's quality"),
-    "paper": ("Paper", "about 1 h", "the reference schedule of the Joker paper"),
+    "draft": ("Draft", "few views and steps, a small texture: check pose and prompt"),
+    "fast": ("Fast", "a shorter schedule; most of the paper's quality"),
+    "paper": ("Paper", "the reference schedule of the Joker paper"),
 }
 
 
@@ -29,13 +29,22 @@ def enum_items() -> list[tuple[str, str, str]]:
     """EnumProperty items: (identifier, "Label (estimate)", description)."""
     items = []
     for name in preset_names():
-        label, estimate, doc = _KNOWN.get(name, (name.title(), "unknown", "a preset this add-on does not know"))
-        items.append((name, f"{label} ({estimate})", f"{doc}; estimate on one H100-class GPU: {estimate}"))
+        label, doc = _KNOWN.get(name, (name.title(), "a preset this add-on does not know"))
+        text = estimate(name)
+        items.append((name, f"{label} ({text})", f"{doc}; estimate on one data-centre GPU: {text}"))
     return items
 
 
-def estimate(name: str) -> str:
-    return _KNOWN.get(name, ("", "unknown", ""))[1]
+def estimate(name: str, max_steps: int = 0) -> str:
+    """"about N min" for a preset (optionally capped at ``max_steps``) on one GPU."""
+    try:
+        cfg = DistillConfig(preset=name)
+        if 0 < max_steps < cfg.resolved().steps:
+            cfg = cfg.with_steps(max_steps)
+        seconds = cfg.estimated_seconds("cuda")
+    except (KeyError, ValueError):
+        return "unknown"
+    return f"about {max(1, round(seconds / 60))} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
 
 
 def default_preset() -> str:

@@ -38,6 +38,12 @@ def inputs_for(state: Any, obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph
     return inputs
 
 
+def _distill(state) -> DistillConfig:
+    """The preset, compressed into the step cap when one is set (both stages still run)."""
+    cfg = DistillConfig(preset=state.quality)
+    return cfg.with_steps(state.max_steps) if 0 < state.max_steps < cfg.resolved().steps else cfg
+
+
 def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | None = None) -> Request:
     """The request for ``kind`` from ``scene.joker_head``; raises shared.spec.SpecError on bad values."""
     state = scene.joker_head
@@ -53,8 +59,9 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
                                el_deg=state.view_el, rig=rig_state, prior=prior)
     elif kind == "generate":
         params = GenerateParams(**text, cfg=state.cfg, rig=rig_state, prior=prior,
-                                distill=DistillConfig(preset=state.quality),
-                                export=ExportConfig(faces=state.faces, texture=int(state.texture)))
+                                distill=_distill(state),
+                                export=ExportConfig(faces=state.faces, texture=int(state.texture),
+                                                    resolution=int(state.mesh_resolution)))
     else:
         raise ValueError(f"kind: expected preview or generate, received {kind!r}")
     return Request(kind, check(params), inputs_for(state, obj, depsgraph))

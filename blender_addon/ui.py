@@ -134,7 +134,11 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
         row.prop(state, "seed")
         row.prop(state, "preview_steps")
         layout.prop(state, "quality")
-        layout.label(text=f"Estimated time: {quality.estimate(state.quality)} on one H100-class GPU", icon="TIME")
+        layout.label(text=f"Estimated: {quality.estimate(state.quality, state.max_steps)} on one data-centre GPU",
+                     icon="TIME")
+        row = layout.row(align=True)
+        row.prop(state, "max_steps")
+        row.prop(state, "mesh_resolution", text="")
         row = layout.row(align=True)
         row.prop(state, "faces")
         row.prop(state, "texture", text="")

@@ -71,13 +71,14 @@ def free_port() -> int:
 class Backend:
     """`joker-head serve` (or another server command) as a child process on a free loopback port."""
 
-    def __init__(self, jobs_dir: Path, command: Optional[list[str]] = None):
+    def __init__(self, jobs_dir: Path, command: Optional[list[str]] = None, env: Optional[dict] = None):
         self.port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         cmd = command or [sys.executable, "-m", "backend.cli", "serve"]
         self.log = jobs_dir.parent / "backend.log"
         self.proc = subprocess.Popen(cmd + ["--bind", self.endpoint, "--jobs-dir", str(jobs_dir)], cwd=REPO,
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 60) -> None:
         from shared.client import Client

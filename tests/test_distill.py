@@ -180,3 +180,13 @@ def test_dynamic_baseline_draws_a_level_every_step(head):
             implementation="torch")
     assert [e.kind for e in events] == ["step"] * 8  # no scheduled target updates
     assert {e.stage for e in events} == {0} and len({e.t for e in events}) > 2
+
+
+def test_a_step_cap_compresses_the_schedule_and_keeps_stage_2():
+    from backend.distill.schedule import Schedule
+
+    cfg = DistillConfig(preset="paper").with_steps(2000)
+    plan = Schedule(cfg).updates
+    assert cfg.steps == 2000 and [u.stage for u in plan].count(2) == 1 and len(plan) == 61
+    assert plan[-1].step < 2000 * 0.4 + 13  # Stage 2 starts where the reference's does, scaled (7800 / 20000)
+    assert list(cfg.resolved().milestones) == [20, 300, 450, 700]

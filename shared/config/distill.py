@@ -93,6 +93,19 @@ class DistillConfig:
         if list(r.milestones) != sorted(r.milestones):
             raise SpecError("distill.milestones", "increasing steps", list(r.milestones), "sort them")
 
+    def with_steps(self, steps: int) -> "DistillConfig":
+        """The whole schedule compressed (or stretched) into ``steps`` optimisation steps.
+
+        Target updates and resolution milestones scale with it, so both stages still run and the last part of the
+        budget still fits the frozen Stage 2 targets — a step cap never silently drops Stage 2.
+        """
+        r = self.resolved()
+        scale = steps / r.steps
+        return dataclasses.replace(
+            self, steps=steps, update_every=max(1, int(r.update_every * scale)),
+            milestones=tuple(max(1, round(m * scale)) for m in r.milestones),
+            checkpoint_every=max(1, round(r.checkpoint_every * scale)))
+
     def resolved(self) -> "DistillConfig":
         """This config with every empty knob taken from the preset."""
         base = PRESETS[self.preset]
