@@ -63,8 +63,9 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         print("Running the same pipeline offline instead: oracle prior (a known textured ICT head), preset draft.\n")
     preset = args.preset or ("draft" if mode == "oracle" else "fast")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads or device == "cpu":
+        torch.set_num_threads(args.threads or 1)
     try:
         rig = load_default_rig("ict")
     except RigNotFound as e:
@@ -77,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
                             distill=DistillConfig(preset=preset), export=export)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     estimate = params.distill.estimated_seconds(device)
     print(f"demo: prior {mode}, preset {preset}, device {device}, about {estimate / 60:.0f} min of distillation; "
           f"output in {out}/ (interrupt and run again to resume)")
@@ -129,5 +129,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out", default="demo-out", help="output folder (default: ./demo-out)")
     p.add_argument("--models-dir", default=None, help="models folder (default: the user data folder)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default on the CPU: 1 — the field's many small kernels gain little "
+                        "from a second thread and lose a lot when the machine is busy)")
     p.set_defaults(func=_run)

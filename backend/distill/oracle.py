@@ -9,7 +9,10 @@ Perturbation model (``perturb`` = s > 0), per call and per view, with a = s (t /
   * trust in the input: out = truth' + sqrt(abar_t) (lowpass(render) - lowpass(truth')), the low-pass keeping
     structure coarser than sigma_t = 2 sqrt((1 - abar_t) / abar_t) px (at 64 px): noise at level t destroys detail
     below about that scale, and x_t holds sqrt(abar_t) of its input, so a denoiser (or an SDEdit run from t) keeps
-    that much of the render's coarse structure (abar_t: SD1.5's cumulative alphas).
+    that much of the render's coarse structure (abar_t: SD1.5's cumulative alphas);
+  * one step versus a DDIM run: a one-step x0 (n_steps = 1) is the posterior mean, so its detail finer than
+    sigma_t is attenuated by sqrt(abar_t) (blurry at high noise, as real one-step predictions are); a multi-step
+    run (Stage 2) returns the sharp result.
 With s = 0 the targets are the exact renders, whatever t.
 
 Rasterisation is a small numpy z-buffer with perspective-correct colour interpolation (``shared.raster`` renders
@@ -187,7 +190,11 @@ class OracleGuidance:
         abar = float(self.alphas_cumprod[int(t)])
         sigma = KEEP_SCALE_PX * self.resolution / 64.0 * ((1.0 - abar) / abar) ** 0.5
         keep = abar ** 0.5  # x_t holds sqrt(abar) of its input's signal
-        return (out + keep * (lowpass(x, sigma) - lowpass(out, sigma))).clamp(0.0, 1.0)
+        base = out + keep * (lowpass(x, sigma) - lowpass(out, sigma))
+        if n_steps == 1:  # a one-step x0 is a posterior mean: detail finer than sigma_t only in proportion to keep
+            coarse = lowpass(base, sigma)
+            base = coarse + keep * (base - coarse)
+        return base.clamp(0.0, 1.0)
 
 
 def lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
