@@ -102,59 +102,30 @@ def default_oracle_head(expressions: Optional[dict[str, float]] = None) -> Oracl
     return oracle_head(load_default_rig("ict"), expressions=expressions)
 
 
-def rasterize(head: OracleHead, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest triangle per pixel: (face index int64 [H, W], -1 for background; perspective-correct barycentrics
-    float64 [H, W, 3]). Pixel (i, j) is covered when its centre (j + 0.5, i + 0.5) lies inside the projection."""
-    H, W = camera.height, camera.width
-    p = head.vertices @ camera.w2c[:3, :3].T + camera.w2c[:3, 3]  # [V, 3] OpenCV camera frame
-    z = p[:, 2]
-    uv = (p @ camera.K.T)[:, :2] / np.maximum(z, 1e-9)[:, None]  # [V, 2] pixels
-    tri = uv[head.faces]  # [F, 3, 2]
-    ok = (z[head.faces] > 1e-6).all(1)
-    lo = np.ceil(tri.min(1) - 0.5).astype(np.int64)
-    hi = np.floor(tri.max(1) - 0.5).astype(np.int64)
-    lo, hi = np.maximum(lo, 0), np.minimum(hi, [W - 1, H - 1])
-    size = np.where(ok[:, None], hi - lo + 1, 0).clip(0)
-    count = size[:, 0] * size[:, 1]
-    fid = np.repeat(np.arange(len(tri)), count)
-    local = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    px = lo[fid, 0] + local % size[fid, 0]
-    py = lo[fid, 1] + local // size[fid, 0]
-    a, b, c = tri[fid, 0], tri[fid, 1], tri[fid, 2]
-    q = np.stack([px + 0.5, py + 0.5], -1)
-    area = _edge(a, b, c)
-    w = np.stack([_edge(b, c, q), _edge(c, a, q), _edge(a, b, q)], -1) / np.where(area == 0, 1e-12, area)[:, None]
-    inside = (w >= 0).all(1) & (area != 0)
-    fid, px, py, w = fid[inside], px[inside], py[inside], w[inside]
-    wz = w / z[head.faces[fid]]  # perspective-correct: interpolate attr / z, normalise by 1 / z
-    depth = 1.0 / wz.sum(1)
-    order = np.lexsort((depth, py * W + px))
-    pix = (py * W + px)[order]
-    first = np.ones(len(pix), bool)
-    first[1:] = pix[1:] != pix[:-1]
-    sel = order[first]
-    face_idx = np.full(H * W, -1, np.int64)
-    bary = np.zeros((H * W, 3))
-    face_idx[pix[first]] = fid[sel]
-    bary[pix[first]] = wz[sel] * depth[sel, None]
-    return face_idx.reshape(H, W), bary.reshape(H, W, 3)
+def render_oracle_views(head: OracleHead, cameras: Sequence[Camera],
+                        radius: float = NERF_BOUND_RADIUS_M) -> np.ndarray:
+    """Ground-truth images float32 [N, 3, H, W] in 0..1, rasterized in batches with ``backend.render`` (cameras
+    of one size); surfaces outside the NeRF's bound count as background."""
+    from backend.render import interpolate, rasterize_chunks
 
-
-def _edge(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return (b[..., 0] - a[..., 0]) * (p[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (p[..., 0] - a[..., 0])
+    v = torch.from_numpy(np.ascontiguousarray(head.vertices, np.float32))
+    f = torch.from_numpy(np.ascontiguousarray(head.faces, np.int64))
+    colours = torch.from_numpy(np.ascontiguousarray(head.colours, np.float32))
+    images = []
+    for chunk, frag in rasterize_chunks(v, f, cameras):
+        point = interpolate(frag, f, v)  # [n, H, W, 3] head frame
+        hit = ((frag.face_idx >= 0) & (point.abs() <= radius).all(-1)).numpy()
+        colour = interpolate(frag, f, colours).numpy()
+        for k, camera in enumerate(cameras[chunk]):
+            _, dirs = pixel_rays(camera)
+            img = np.where(hit[k, ..., None], colour[k], background(dirs))
+            images.append(img.transpose(2, 0, 1).astype(np.float32))
+    return np.stack(images)
 
 
 def render_oracle(head: OracleHead, camera: Camera, radius: float = NERF_BOUND_RADIUS_M) -> np.ndarray:
-    """The ground-truth image float32 [3, H, W] in 0..1; surfaces outside the NeRF's bound count as background."""
-    face_idx, bary = rasterize(head, camera)
-    hit = face_idx >= 0
-    tri = head.faces[np.maximum(face_idx, 0)]  # [H, W, 3]
-    point = (head.vertices[tri] * bary[..., None]).sum(2)
-    hit &= (np.abs(point) <= radius).all(-1)
-    colour = (head.colours[tri] * bary[..., None]).sum(2)
-    _, dirs = pixel_rays(camera)
-    img = np.where(hit[..., None], colour, background(dirs))
-    return img.transpose(2, 0, 1).astype(np.float32)
+    """The ground-truth image float32 [3, H, W] of one view (see :func:`render_oracle_views`)."""
+    return render_oracle_views(head, [camera], radius)[0]
 
 
 def sd_alphas_cumprod() -> torch.Tensor:
@@ -172,7 +143,7 @@ class OracleGuidance:
     def __init__(self, head: OracleHead, cameras: Sequence[Camera], resolution: int, perturb: float = 0.0,
                  seed: int = 0):
         self.resolution, self.perturb = int(resolution), float(perturb)
-        self.truth = torch.from_numpy(np.stack([render_oracle(head, c.scaled(resolution)) for c in cameras]))
+        self.truth = torch.from_numpy(render_oracle_views(head, [c.scaled(resolution) for c in cameras]))
         self.alphas_cumprod = sd_alphas_cumprod()
         self.generator = torch.Generator().manual_seed(seed)
         self.uses_images = self.perturb > 0  # the exact oracle ignores the renders: the loop may skip them
