@@ -137,3 +137,22 @@ def test_demo_command_runs_offline(tmp_path):
     text = "".join(seen)
     assert "missing" in text and "joker-head fetch-models --mode joker" in text and "LPIPS" in text
     assert "oracle prior" in text and "preset draft" in text and "[distill]" in text
+
+
+def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
+    """The real prior path end to end: normal maps of every view -> PriorGuidance (tiny random weights in the
+    official layout, loaded by the real code) -> distillation -> export."""
+    from backend.prior.tiny import ensure_tiny_models
+    from shared.png import encode_png
+    from shared.protocol import Png
+
+    models = ensure_tiny_models(tmp_path / "models")
+    params = _params(levels=4, steps=12, update_every=3)
+    params.prior = PriorConfig(mode="joker")
+    inputs = {**_inputs(rig), "reference": Png(encode_png(np.full((40, 32, 3), 180, np.uint8)))}
+    events = []
+    result = GenerateRunner(models_dir=models).run(params, inputs, JobContext("j2", tmp_path / "w", emit=events.append))
+    stages = [e.stage for e in events]
+    assert "normals" in stages and "distill" in stages and "export" in stages
+    assert result.meta["mode"] == "joker" and result.artifacts[0].name == "head.glb"
+    assert result.artifacts[0].data[:4] == b"glTF"

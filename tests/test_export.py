@@ -161,3 +161,12 @@ def test_split_pinches_separates_two_tetrahedra_sharing_an_edge():
     v2, f2 = split_pinches(v, f)
     assert open_edges(f2) == 0 and len(v2) == len(v) + 2  # both edge ends duplicated
     np.testing.assert_allclose(v2[f2], v[f])  # geometry untouched
+
+
+def test_iso_level_search_survives_sides_that_see_no_surface_head_on():
+    from backend.export.iso import choose_iso_level
+
+    sigma = np.zeros((32, 32, 32), np.float32)
+    sigma[14:18, 14:18, :] = 5000.0  # a thin rod along z: the x and y sides see it only edge-on at its rim
+    choice = choose_iso_level(sigma, spacing=0.01)
+    assert np.isfinite(choice.level) and choice.level > 0

@@ -140,9 +140,10 @@ def _agreement(log_rays: list[np.ndarray], d_med: list[np.ndarray], frontal: lis
     """Per level: the median signed gap (cells) between first crossing and median depth over frontal rays, and
     the fraction of frontal rays the level misses (holes; silhouette rims are not frontal, so they do not count).
     Two float [n_levels] arrays."""
-    gaps = []
+    gaps = [np.empty((len(levels), 0))]
     for lr, dm, fr in zip(log_rays, d_med, frontal):
-        gaps.append(_first_crossings(lr[fr], levels) - dm[fr][None])  # [L, n_frontal]
+        if fr.any():  # a side that sees no surface head-on has no say
+            gaps.append(_first_crossings(lr[fr], levels) - dm[fr][None])  # [L, n_frontal]
     g = np.concatenate(gaps, axis=1)
     missed = (~np.isfinite(g)).mean(axis=1) if g.shape[1] else np.ones(len(levels))
     with np.errstate(invalid="ignore"):

@@ -96,7 +96,7 @@ class GenerateRunner:
         ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
         reference = None
         if inputs.get("reference") is not None:
-            reference = torch.from_numpy(read_reference(bytes(inputs["reference"]), prior.resolution))[None]
+            reference = torch.from_numpy(read_reference(inputs["reference"], prior.resolution))[None]
         return PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
                              cfg=params.cfg)
 

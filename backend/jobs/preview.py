@@ -12,7 +12,7 @@ import io
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
+from shared.protocol import Png
 
 RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint8 [N, H, W, 3]
 
@@ -39,11 +40,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def read_reference(data: bytes, resolution: int) -> np.ndarray:
-    """PNG bytes -> float32 [3, R, R] in 0..1: centre square crop, Lanczos resize (the reference was trained on
-    512 face crops; frame the face in the portrait for best identity)."""
+def read_reference(payload: Union[Png, bytes], resolution: int) -> np.ndarray:
+    """The ``reference`` input (a protocol Png, as the server hands it, or PNG bytes) -> float32 [3, R, R] in 0..1:
+    centre square crop, Lanczos resize (the reference was trained on 512 face crops; frame the face for identity)."""
     from PIL import Image, UnidentifiedImageError
 
+    data = payload.data if isinstance(payload, Png) else bytes(payload)
     try:
         image = Image.open(io.BytesIO(data)).convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
@@ -95,7 +97,7 @@ class PreviewRunner:
             normals = self._normal_map(inputs, params, prior.resolution)
             reference = None
             if inputs.get("reference") is not None:
-                ref = read_reference(bytes(inputs["reference"]), prior.resolution)
+                ref = read_reference(inputs["reference"], prior.resolution)
                 reference = prior.prepare_reference(torch.from_numpy(ref)[None])
             control = prior.prepare_control(torch.from_numpy(normals_to_control(normals))[None])
             started = time.monotonic()
