@@ -4,6 +4,10 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
+# The newest Blender: the Blender tests run a second time under it (the add-on supports 4.2 LTS onwards).
+BPY_NEXT ?= bpy==5.0.*
+BVENV   := .venv-blender-next
+BSTAMP  := $(BVENV)/.installed
 
 .PHONY: test install demo bench addon clean
 
@@ -17,10 +21,17 @@ $(STAMP): $(VPY) pyproject.toml
 	$(VPY) -m pip install -q -e ".[backend,blender,dev]"
 	touch $(STAMP)
 
+$(BSTAMP):
+	@# Only what the bpy test scripts import: bpy (with its numpy), trimesh and Pillow for stand-in results.
+	$(PY) -m venv $(BVENV)
+	$(BVENV)/bin/python -m pip install -q "$(BPY_NEXT)" "trimesh>=4.0" "Pillow>=10"
+	touch $(BSTAMP)
+
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(BSTAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	JOKER_BLENDER_PYTHON=$(BVENV)/bin/python $(VPY) -m pytest -q -m bpy $(PYTEST_ARGS)
 
 DEMO_OUT ?= demo-out
 
@@ -37,4 +48,4 @@ addon: $(STAMP)
 	$(VPY) build_addon.py --output dist/joker_head.zip
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) $(BVENV) build dist .pytest_cache

@@ -3,6 +3,7 @@ and run bpy scripts in subprocesses (bpy and torch must not share a process) tha
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -12,6 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "bl_ext.user_default.joker_head"
@@ -38,12 +41,32 @@ def pump_until(cond, timeout, what):
 """
 
 
-def bpy_available() -> bool:
+# The interpreter that runs bpy scripts: this one (bpy 4.5 LTS from the blender extra) unless JOKER_BLENDER_PYTHON
+# names another, e.g. a venv with the newest bpy (`make test` runs the Blender tests a second time that way).
+BLENDER_PYTHON = os.path.abspath(os.environ.get("JOKER_BLENDER_PYTHON") or sys.executable)  # scripts run elsewhere
+
+
+@functools.cache
+def blender_version() -> Optional[str]:
+    """bpy's version string under BLENDER_PYTHON, or None where that interpreter has no bpy."""
     try:
-        import importlib.util
-        return importlib.util.find_spec("bpy") is not None
-    except ValueError:
-        return False
+        out = subprocess.run([BLENDER_PYTHON, "-c", "import bpy; print('BLENDER', bpy.app.version_string)"],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = [ln.split(" ", 1)[1] for ln in out.stdout.splitlines() if ln.startswith("BLENDER ")]
+    return found[0] if out.returncode == 0 and found else None
+
+
+def bpy_available() -> bool:
+    return blender_version() is not None
+
+
+def needs_bpy(test):
+    """Mark a test as a Blender test (`-m bpy` selects them) that skips, saying why, where no bpy is found."""
+    skip = pytest.mark.skipif(not bpy_available(), reason=f"needs bpy under {BLENDER_PYTHON} "
+                              "(pip install 'bpy==4.5.*', or set JOKER_BLENDER_PYTHON)")
+    return pytest.mark.bpy(skip(test))
 
 
 def run_bpy(script: str, user_dir: Path, timeout: float = 240, env: Optional[dict] = None,
@@ -53,7 +76,7 @@ def run_bpy(script: str, user_dir: Path, timeout: float = 240, env: Optional[dic
     path = user_dir.parent / f"script-{time.monotonic_ns()}.py"
     path.write_text(code)
     full_env = {**os.environ, "BLENDER_USER_RESOURCES": str(user_dir), "PYTHONPATH": str(REPO), **(env or {})}
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=timeout, env=full_env,
+    out = subprocess.run([BLENDER_PYTHON, str(path)], capture_output=True, text=True, timeout=timeout, env=full_env,
                          cwd=user_dir.parent)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if out.returncode != 0 or not lines:

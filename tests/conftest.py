@@ -78,3 +78,9 @@ def make_client(zmq_context):
     yield connect
     for c in clients:
         c.close()
+
+
+def pytest_report_header(config) -> str:
+    from tests.addon_harness import BLENDER_PYTHON, blender_version
+
+    return f"blender: {blender_version() or 'not found'} (bpy scripts run under {BLENDER_PYTHON})"

@@ -1,4 +1,4 @@
-"""The Blender extension, headless with bpy 4.5: build, install into an isolated user folder, rig, request, import,
+"""The Blender extension, headless with bpy (4.5 LTS; `make test` also runs these on the newest bpy): build, install into an isolated user folder, rig, request, import,
 render. Each bpy script runs in a subprocess (addon_harness.run_bpy); the zip is built and installed once."""
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from addon_harness import REPO, bpy_available, run_bpy
+from tests.addon_harness import REPO, needs_bpy, run_bpy
 
 sys.path.insert(0, str(REPO))
 import build_addon  # noqa: E402
-
-needs_bpy = pytest.mark.skipif(not bpy_available(), reason="needs the bpy wheel (pip install 'bpy==4.5.*')")
 
 
 @pytest.fixture(scope="session")
@@ -280,7 +278,7 @@ def start_backend(tmp_path: Path, models_dir: Optional[Path] = None):
     ``models_dir`` holds tiny random prior weights in the real layout (tests never download); without it the
     server has none, as on a fresh install.
     """
-    from addon_harness import Backend
+    from tests.addon_harness import Backend
 
     models = models_dir or tmp_path / "no-models"
     backend = Backend(tmp_path / "jobs", env={"JOKER_HEAD_MODELS": str(models), "OMP_NUM_THREADS": "1"})
@@ -345,8 +343,8 @@ E2E_SCRIPT = """
         info.update(material=(mod("importer").textured_material(head) or bpy.types.Material).name if
                     mod("importer").textured_material(head) else None,
                     uv_layers=len(head.data.uv_layers), rig_hidden=rig_obj.hide_get(), rig_exists=True,
-                    head_centre=list(np.mean([head.matrix_world @ v.co for v in head.data.vertices], axis=0)),
-                    rig_location=list(rig_obj.matrix_world.translation))
+                    head_centre=np.mean([head.matrix_world @ v.co for v in head.data.vertices], axis=0).tolist(),
+                    rig_location=[float(c) for c in rig_obj.matrix_world.translation])
         head_name, rig_name = head.name, rig_obj.name
         bpy.ops.ed.undo()
         info["undo"] = (head_name not in bpy.data.objects, not bpy.data.objects[rig_name].hide_get())
@@ -468,7 +466,7 @@ FAILURE_SCRIPT = """
 
 @needs_bpy
 def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_path, tiny_models_without_joker):
-    from addon_harness import free_port
+    from tests.addon_harness import free_port
 
     backend = start_backend(tmp_path, tiny_models_without_joker)
     try:

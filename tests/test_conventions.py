@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared import conventions as C
+from tests.addon_harness import BLENDER_PYTHON, needs_bpy
 
 
 def test_reference_grid_facts():
@@ -80,10 +81,9 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.mark.bpy
+@needs_bpy
 def test_blender_camera_projects_like_ours():
     """Real bpy (in a subprocess: bpy and torch must not share a process) projects head points where we do."""
-    pytest.importorskip("bpy")
     cam = C.orbit_camera(25.0, 10.0, res=320)
     K = cam.K.copy()
     K[0, 2] += 11.0
@@ -94,7 +94,7 @@ def test_blender_camera_projects_like_ours():
     payload = dict(matrix_world=bc.matrix_world.tolist(), lens_mm=bc.lens_mm, sensor_width_mm=bc.sensor_width_mm,
                    shift_x=bc.shift_x, shift_y=bc.shift_y, resolution_x=bc.resolution_x,
                    resolution_y=bc.resolution_y, points=C.head_to_blender(pts).tolist())
-    run = subprocess.run([sys.executable, "-c", BPY_SCRIPT], input=json.dumps(payload), capture_output=True,
+    run = subprocess.run([BLENDER_PYTHON, "-c", BPY_SCRIPT], input=json.dumps(payload), capture_output=True,
                          text=True, timeout=120)
     line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, run.stderr[-2000:]

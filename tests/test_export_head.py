@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from scipy.spatial import cKDTree
 from backend.export import export_field
 from backend.export.ict_head import ict_head_field, skin_samples
 from shared.config.export import ExportConfig
+from tests.addon_harness import BLENDER_PYTHON, needs_bpy
 from tests.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
 
 BLENDER_SCRIPT = Path(__file__).with_name("blender_import_glb.py")
@@ -51,9 +51,10 @@ def test_head_texture_matches_the_field(head):
     assert np.abs(c - field_colour(field, pts)).mean() < 0.04
 
 
+@needs_bpy
 def test_glb_in_blender_is_one_textured_mesh_on_the_rig(head):
     _, result, path = head
-    out = subprocess.run([sys.executable, str(BLENDER_SCRIPT), str(path)], capture_output=True, text=True,
+    out = subprocess.run([BLENDER_PYTHON, str(BLENDER_SCRIPT), str(path)], capture_output=True, text=True,
                          timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
