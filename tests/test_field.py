@@ -118,14 +118,16 @@ def test_render_composites_background_and_depth():
     torch.manual_seed(0)
     field = HeadNeRF(SMALL, "torch")
     cam = orbit_camera(0.0, 0.0, 16)
-    out = render_image(field, cam, 64)
+    with torch.no_grad():
+        out = render_image(field, cam, 64)
     assert out["rgb"].shape == (3, 16, 16) and out["opacity"].shape == (16, 16)
     # the initial blob (radius ~10 cm, optical depth ~2.5 through its centre as in the reference) is centred: the
     # middle pixel is mostly covered and its depth lies inside the blob's front half
     assert 0.6 < float(out["opacity"][8, 8]) < 1.0
     assert 1.0 - BLOB_RADIUS_M < float(out["depth"][8, 8]) < 1.0
     # a ray that misses the bound sees only the background
-    far = render_rays(field, patch_rays(orbit_camera(0.0, 0.0, 16), 0, 0, 1), 64)
+    with torch.no_grad():
+        far = render_rays(field, patch_rays(orbit_camera(0.0, 0.0, 16), 0, 0, 1), 64)
     assert float(far["opacity"][0]) < 0.05
 
 

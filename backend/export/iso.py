@@ -145,7 +145,9 @@ def _agreement(log_rays: list[np.ndarray], d_med: list[np.ndarray], frontal: lis
         if fr.any():  # a side that sees no surface head-on has no say
             gaps.append(_first_crossings(lr[fr], levels) - dm[fr][None])  # [L, n_frontal]
     g = np.concatenate(gaps, axis=1)
-    missed = (~np.isfinite(g)).mean(axis=1) if g.shape[1] else np.ones(len(levels))
+    if not g.shape[1]:  # no frontal rays at all (a tiny or wispy field): every level is equally uninformed
+        return np.full(len(levels), np.inf), np.ones(len(levels))
+    missed = (~np.isfinite(g)).mean(axis=1)
     with np.errstate(invalid="ignore"):
         med = np.median(np.where(np.isfinite(g), g, np.inf), axis=1)  # a miss counts as "too deep"
     return np.where(np.isfinite(med), med, np.inf), missed
