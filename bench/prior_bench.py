@@ -5,6 +5,8 @@ CPU (here): the tiny random configuration of backend.prior.tiny. CUDA (where a G
 SD1.5-size architecture with random weights (no download), bf16, 512 px, with peak memory.
 
     python bench/prior_bench.py --quick
+    python bench/prior_bench.py --quick --sd15-cpu   # also one Stage-1 update of the SD1.5-size prior on the CPU
+                                                     # (~1.5 min, ~11 GiB): the full architecture runs end to end
 Last line: ``prior: per_view_ms=… per_view_ms_uncached=… speedup=…`` (batched+cached vs batched+uncached).
 """
 
@@ -97,11 +99,26 @@ def run(full: bool, device: str, views: int, batch: int, updates: int, precision
     return res
 
 
+def sd15_on_cpu() -> None:
+    """One Stage-1 update of one view with the SD1.5-size random-weight prior on the CPU, with peak resident memory."""
+    import resource
+
+    t0 = time.perf_counter()
+    prior = build(True, "cpu", "fp32")
+    built = time.perf_counter() - t0
+    ms = per_view_ms(prior, views=1, batch=1, cache=True, updates=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    params = sum(p.numel() for m in prior.m.modules().values() for p in m.parameters()) / 1e9
+    print(f"sd15 cpu {prior.dtype} {prior.resolution}px: {params:.2f} B parameters built in {built:.0f} s, "
+          f"{ms:.0f} ms/view (one Stage-1 update), peak RSS {peak:.1f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 1 minute on a CPU)")
     parser.add_argument("--views", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--sd15-cpu", action="store_true", help="also run the SD1.5-size prior on the CPU (slow)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -109,6 +126,8 @@ def main() -> None:
 
     diffusers_logging.set_verbosity_error()
     views, batch = args.views or (4 if args.quick else 32), args.batch or (4 if args.quick else 8)
+    if args.sd15_cpu:
+        sd15_on_cpu()
     headline = run(False, "cpu", views, batch, 1 if args.quick else 5, "fp32")
     if torch.cuda.is_available():
         headline = run(True, "cuda", views, batch, 2 if args.quick else 5, args.precision)
