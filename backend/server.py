@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -221,7 +222,7 @@ class Server:
     def _handle_frames(self, frames: list) -> None:
         identity, frames = frames[0].bytes, frames[1:]
         client = self._client_key(identity, frames)
-        req, job = _peek_req(frames), None
+        req, job = _peek(frames)
         self.stats["requests"] += 1
         try:
             msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS, max_total=self.config.max_request)
@@ -255,7 +256,8 @@ class Server:
 
     def _on_hello(self, identity: bytes, client: str, msg: P.Message) -> None:
         self._send(identity, P.Welcome(self.config.name, tuple(sorted(self.runners)), tuple(self.config.devices),
-                                       self.config.max_frame, self.config.heartbeat_s), req=msg.req)
+                                       self.config.max_frame, self.config.heartbeat_s, self.config.max_request),
+                   req=msg.req)
 
     def _on_heartbeat(self, identity: bytes, client: str, msg: P.Message) -> None:
         self._send(identity, P.Heartbeat(), req=msg.req)
@@ -507,13 +509,16 @@ def _job_error(job: str, field_name: str, expected: str, received: Any, hint: st
     return err
 
 
-def _peek_req(frames: list) -> Optional[str]:
-    """The request id of a message that may fail validation, so even the error reply can be matched."""
+def _peek(frames: list) -> tuple[Optional[str], Optional[str]]:
+    """The request id and job id of a message that may fail validation, so even the error reply can be matched
+    (a refused submission then fails its own job in the client instead of staying unacknowledged)."""
     try:
         buf = P._buffer(frames[0])
         if len(buf) <= P.MAX_HEADER:
-            req = json.loads(bytes(buf)).get("req")
-            return req if isinstance(req, str) and len(req) <= 64 else None
+            header = json.loads(bytes(buf))
+            req, job = header.get("req"), header.get("job")
+            return (req if isinstance(req, str) and len(req) <= 64 else None,
+                    job if isinstance(job, str) and re.fullmatch(P.JOB_ID, job) else None)
     except Exception:  # noqa: BLE001 — best effort only
         pass
-    return None
+    return None, None

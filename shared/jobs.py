@@ -132,7 +132,7 @@ def validate_inputs(kind: JobKind, payloads: dict) -> None:
             continue
         want = {"array": np.ndarray, "png": Png, "bytes": Blob}[s.kind]
         if not isinstance(value, want):
-            raise SpecError(field_name, f"a {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
+            raise SpecError(field_name, f"{'an' if s.kind[0] in 'aeiou' else 'a'} {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
         if s.kind != "array":
             continue
         if s.dtype and value.dtype.name != s.dtype:

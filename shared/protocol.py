@@ -87,6 +87,7 @@ class Welcome:
     devices: tuple[str, ...] = spec((), max_len=64, doc="compute devices, one worker each")
     max_frame: int = spec(MAX_REQUEST_FRAME, lo=0, doc="largest payload frame the server accepts")
     heartbeat_s: float = spec(2.0, lo=0.0, hi=3600.0)
+    max_request: int = spec(MAX_REQUEST, lo=0, doc="largest request the server accepts, all payload frames together")
 
 
 @dataclass

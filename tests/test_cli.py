@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +28,12 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-@pytest.fixture
-def served(tmp_path):
+@contextlib.contextmanager
+def serve(jobs_dir: Path, *extra: str):
+    """`joker-head serve` on a free loopback port; yields its endpoint."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--bind", endpoint, "--jobs-dir",
-                             str(tmp_path / "jobs"), "--devices", "cpu"], cwd=REPO, stdout=subprocess.PIPE,
+                             str(jobs_dir), "--devices", "cpu", *extra], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert "serving on" in proc.stdout.readline()
@@ -38,6 +41,28 @@ def served(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve(tmp_path / "jobs") as endpoint:
+        yield endpoint
+
+
+def test_serve_limits_are_flags(tmp_path):
+    """An operator sizes the queue and the request limits; what goes past them is refused with the limit named."""
+    bad = cli("serve", "--max-queued", "0")
+    assert bad.returncode == 2 and "--max-queued" in bad.stderr and ">= 1" in bad.stderr
+    with serve(tmp_path / "jobs", "--max-queued", "1", "--max-request-mb", "1") as endpoint:
+        first = cli("submit", "selftest", "--server", endpoint, "--params", '{"steps": 500, "step_s": 0.05}')
+        assert first.returncode == 0, first.stderr
+        second = cli("submit", "selftest", "--server", endpoint, "--params", '{"steps": 1}')
+        assert second.returncode != 0 and "at most 1 queued or running" in second.stderr
+        big = tmp_path / "big.npy"
+        np.save(big, np.zeros((2**19 + 1,), np.float32))  # just over 2 MiB
+        third = cli("submit", "selftest", "--server", endpoint, "--input", f"data={big}")
+        assert third.returncode != 0 and str(2**20) in third.stderr, third.stderr
+        assert cli("cancel", first.stdout.strip(), "--server", endpoint).returncode == 0
 
 
 def test_help_explains_every_command():

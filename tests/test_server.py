@@ -12,6 +12,7 @@ import zmq
 from backend.server import ConfigError, Server, ServerConfig, is_loopback
 from shared import protocol as P
 from shared.client import Client, ClientError, CurveKeys
+from shared.spec import SpecError
 
 
 def events_until(client, predicate, timeout=10.0):
@@ -247,3 +248,20 @@ def test_curve_accepts_authorized_keys_and_rejects_others(make_server, make_clie
     plain = make_client(server.endpoint, timeout_s=0.5)
     with pytest.raises(TimeoutError):
         plain.ping()
+
+
+def test_inputs_past_the_servers_limits_fail_in_the_client_with_the_limit_named(make_server, make_client):
+    """The server drops a connection that sends an oversize frame without a word (MAXMSGSIZE), so the client
+    checks the limits its welcome states: before the welcome as an error event, after it at once."""
+    server = make_server(max_frame=16384, max_request=6000)
+    early = make_client(server.endpoint)
+    huge = np.zeros(8192, np.float32)  # 32 KiB
+    job = early.submit("selftest", {"steps": 1}, {"data": huge})  # sent before the welcome came
+    err = events_until(early, lambda m: m.type == "error")[-1].body
+    assert err.job == job and err.code == "frame_too_large" and err.field == "inputs.data" and "16384" in err.expected
+    ok = early.submit("selftest", {"steps": 1})  # the connection serves on
+    assert early.wait(ok, timeout_s=10).type == "result"
+    with pytest.raises(SpecError, match="inputs.data: expected at most 16384 bytes, received 32768 bytes"):
+        early.submit("selftest", {"steps": 1}, {"data": huge})
+    with pytest.raises(SpecError, match="inputs: expected at most 6000 bytes together, received 8192 bytes"):
+        early.submit("selftest", {"steps": 1}, {"data": np.zeros(2048, np.float32)})

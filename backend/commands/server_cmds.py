@@ -31,7 +31,12 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without encryption")
     p.add_argument("--devices", default="auto", help="comma-separated devices, one worker each (default: every "
                    "CUDA GPU, else cpu)")
-    p.add_argument("--max-jobs-per-client", type=int, default=16, help="queued + running jobs per client")
+    p.add_argument("--max-jobs-per-client", type=_positive, default=16, help="queued + running jobs per client")
+    p.add_argument("--max-queued", type=_positive, default=1000, help="queued + running jobs of all clients")
+    p.add_argument("--max-request-mb", type=_positive, default=P.MAX_REQUEST // 2**20,
+                   help="payload of one request, all frames together, in MiB (default %(default)s)")
+    p.add_argument("--max-frame-mb", type=_positive, default=P.MAX_REQUEST_FRAME // 2**20,
+                   help="one payload frame (e.g. a reference image) in MiB (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
@@ -113,6 +118,16 @@ def _devices(spec: str) -> tuple[str, ...]:
     return ("cpu",)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from backend.jobs import default_runners
     from backend.server import ConfigError, Server, ServerConfig
@@ -121,7 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(bind=args.bind, jobs_dir=args.jobs_dir or paths.jobs_dir(), curve_keys=args.curve_keys,
                           insecure=args.insecure, devices=_devices(args.devices),
-                          max_jobs_per_client=args.max_jobs_per_client)
+                          max_jobs_per_client=args.max_jobs_per_client, max_queued=args.max_queued,
+                          max_request=args.max_request_mb * 2**20, max_frame=args.max_frame_mb * 2**20)
     try:
         server = Server(config, default_runners())
     except ConfigError as e:
