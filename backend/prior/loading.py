@@ -4,7 +4,8 @@ joker: the official checkpoint (a torch pickle, read with ``weights_only=True``)
        ControlNet; architecture configs, tokenizer and scheduler from the SD1.5 folder; the VAE from sd-vae-ft-mse
        (what the authors' distillation does; the checkpoint's own ``vae.*`` keys can be loaded with
        ``vae_source="checkpoint"``, their old attention names renamed).
-free:  any SD1.5 diffusers folder + control_v11p_sd15_normalbae; reference attention runs on the same UNet.
+free:  any SD1.5 diffusers folder, or an artist's single-file fine-tune over the stock folder (``single_file``),
+       + control_v11p_sd15_normalbae; reference attention runs on the same UNet.
 """
 
 from __future__ import annotations
@@ -36,30 +37,31 @@ def _key_list(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], component: str) -> nn.Module:
+def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], component: str, hint: str = "") -> nn.Module:
     """Load ``sd`` into ``module`` (possibly on the meta device) strictly; a mismatch names the keys."""
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or unexpected:
         raise CheckpointError(f"{component}: the checkpoint does not match the model: "
-                              f"missing keys [{_key_list(missing)}]; unexpected keys [{_key_list(unexpected)}]")
+                              f"missing keys [{_key_list(missing)}]; unexpected keys [{_key_list(unexpected)}]", hint)
     try:
         module.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{component}: {e}") from e
+        raise CheckpointError(f"{component}: {e}", hint) from e
     return module
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The official .bin as a flat {key: tensor}; never unpickles arbitrary objects (``weights_only=True``)."""
+def read_checkpoint(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
+    """A torch checkpoint as a flat {key: tensor} (a top-level ``state_dict`` unwrapped); never unpickles arbitrary
+    objects (``weights_only=True``)."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any unpickling refusal or corrupt zip is the same user problem
-        raise CheckpointError(f"cannot read {path} as a tensor-only torch checkpoint: {e}") from e
+        raise CheckpointError(f"cannot read {path} as a tensor-only torch checkpoint: {e}", hint) from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors")
+        raise CheckpointError(f"{path} is not a state dict of tensors", hint)
     return sd
 
 
@@ -80,6 +82,11 @@ def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    if layout.is_single_file(base_model):  # an error rather than silently running other weights than asked for
+        raise JobFailed(f"prior.base_model: {base_model!r} is a single-file fine-tune, which only the free prior uses; "
+                        "the joker prior's UNets, ControlNet and text encoder all come from the authors' checkpoint",
+                        f'set prior.mode = "free" to use the fine-tune, or prior.base_model = "{layout.SD15_DIR}" '
+                        "for the joker prior", code="invalid_field")
     layout.require_files("joker", models_dir, base_model)
     sd_dir = layout.base_model_dir(models_dir, base_model)
     parts, unknown = split_official(read_checkpoint(Path(models_dir) / layout.JOKER_CHECKPOINT))
@@ -106,16 +113,24 @@ def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: 
 
 
 def load_free(models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModules:
-    """Training-free prior: an SD1.5 diffusers folder + normalbae ControlNet; reference attention on the same UNet."""
+    """Training-free prior: an SD1.5 diffusers folder (or a single-file fine-tune over the stock one) + normalbae
+    ControlNet; reference attention on the same UNet."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from backend.prior.single_file import load_single_file
+
     layout.require_files("free", models_dir, base_model)
-    sd_dir = layout.base_model_dir(models_dir, base_model)
-    unet = UNet2DConditionModel.from_pretrained(sd_dir / "unet")
+    single = layout.single_file(models_dir, base_model)
+    sd_dir = Path(models_dir) / layout.SD15_DIR if single else layout.base_model_dir(models_dir, base_model)
+    if single:
+        parts = load_single_file(single, sd_dir)
+    else:
+        parts = {"unet": UNet2DConditionModel.from_pretrained(sd_dir / "unet"),
+                 "text_encoder": CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
+                 "vae": AutoencoderKL.from_pretrained(sd_dir / "vae")}
     return PriorModules(tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
-                        text_encoder=CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
-                        vae=AutoencoderKL.from_pretrained(sd_dir / "vae"), unet=unet, ref_unet=unet,
+                        text_encoder=parts["text_encoder"], vae=parts["vae"], unet=parts["unet"], ref_unet=parts["unet"],
                         controlnet=ControlNetModel.from_pretrained(Path(models_dir) / layout.CONTROLNET_DIR),
                         scheduler_config=_json(sd_dir / "scheduler" / "scheduler_config.json"),
                         control=NORMALBAE_CONTROL, reference_noised=True, name="free")
