@@ -33,13 +33,17 @@ def _check(args: argparse.Namespace) -> int:
     from backend.prior import layout
 
     root, status = _models_dir(args), 0
+    single = layout.is_single_file(args.base_model)
     for mode in ("joker", "free"):
         missing = layout.missing_files(mode, root, args.base_model)
-        print(f"{mode}: " + ("ready" if not missing else f"{len(missing)} file(s) missing — "
-                                                        f"run `{layout.fetch_command(mode, root)}`"))
+        hint = layout.missing_hint(mode, root, args.base_model, missing)
+        print(f"{mode}: " + ("ready" if not missing else f"{len(missing)} file(s) missing — {hint}"))
         for p in missing:
             print(f"  missing {p}")
-        status |= bool(missing) and mode == args.mode
+        if single and mode == "joker":  # load_joker refuses a single-file base model
+            print(f"  note: the single file {args.base_model} is used by the free mode only (joker runs the "
+                  "authors' checkpoint)")
+        status |= (bool(missing) or (single and mode == "joker")) and mode == args.mode
     return int(status)
 
 
@@ -57,5 +61,6 @@ def register(sub: "argparse._SubParsersAction") -> None:
     c = sub.add_parser("check-models", help="list which prior weights are present and which are missing")
     c.add_argument("--mode", choices=("joker", "free"), default="joker", help="the mode whose readiness sets the exit code")
     c.add_argument("--models-dir", help="models dir (default: shared.paths.models_dir())")
-    c.add_argument("--base-model", default="stable-diffusion-v1-5", help="SD1.5 folder name or path")
+    c.add_argument("--base-model", default="stable-diffusion-v1-5", help="SD1.5 folder, or a single-file .safetensors/.ckpt fine-tune "
+                   "(free mode), by name under the models dir or path")
     c.set_defaults(func=_check)

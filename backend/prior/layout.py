@@ -106,10 +106,11 @@ def require_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> No
         return
     listing = "\n".join(f"  {p}" for p in missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
     raise JobFailed(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}",
-                    _missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
+                    missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
 
 
-def _missing_hint(mode: str, models_dir: Path, base_model: str, missing: list[Path]) -> str:
+def missing_hint(mode: str, models_dir: Path, base_model: str, missing: list[Path]) -> str:
+    """What to do about ``missing``: fetch the stock parts, and/or fix the path of the user's own base model."""
     own = single_file(models_dir, base_model) if mode == "free" else None
     if own is not None and own in missing:
         hint = (f"prior.base_model {base_model!r} is your fine-tune's file and is not at {own}: give its absolute path "
