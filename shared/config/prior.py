@@ -14,8 +14,9 @@ class PriorConfig:
     precision: str = spec("auto", choices=("auto", "fp32", "fp16", "bf16"),
                           doc="auto: bf16 on CUDA, fp32 on CPU")
     base_model: str = spec("stable-diffusion-v1-5", max_len=512,
-                           doc="SD1.5 diffusers folder: a name under the models dir or an absolute path "
-                               "(free mode may use an artist's fine-tune)")
+                           doc="SD1.5 diffusers folder, or (free mode) an artist's single-file fine-tune "
+                               "(.safetensors/.ckpt/.pt/.bin, LDM/A1111 layout): a name under the models dir "
+                               "or an absolute path")
     controlnet_scale: float = spec(1.0, lo=0.0, hi=2.0, doc="strength of the normal-map ControlNet (1 in the reference)")
     reference_attention: bool = spec(True, doc="append the reference image's self-attention tokens (identity)")
     reference_cache: bool = spec(True, doc="compute reference features once per timestep and reuse them")
