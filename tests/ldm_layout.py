@@ -73,7 +73,8 @@ def _vae_prefixes(config: dict[str, Any]) -> dict[str, str]:
     for part in ("encoder", "decoder"):
         out |= {f"{part}.conv_in": f"{part}.conv_in", f"{part}.conv_out": f"{part}.conv_out",
                 f"{part}.conv_norm_out": f"{part}.norm_out", f"{part}.mid_block.resnets.0": f"{part}.mid.block_1",
-                f"{part}.mid_block.resnets.1": f"{part}.mid.block_2", f"{part}.mid_block.attentions.0": f"{part}.mid.attn_1"}
+                f"{part}.mid_block.resnets.1": f"{part}.mid.block_2",
+                f"{part}.mid_block.attentions.0": f"{part}.mid.attn_1"}
     for level in range(levels):
         up = levels - 1 - level  # LDM numbers decoder levels from the lowest resolution
         for i in range(config["layers_per_block"] + 1):

@@ -87,7 +87,8 @@ def test_unet_only_fp16_file_under_the_models_dir_keeps_the_stock_vae_and_text_e
 
 def test_file_with_ema_and_regular_weights_loads_the_regular_ones(models, artist, tmp_path):
     sd = ldm_checkpoint(artist, ("unet",))
-    other = ldm_unet(tiny_modules(8)["unet"])  # LDM stores EMA weights flattened: model_ema.diffusion_model<key w/o dots>
+    # LDM stores EMA weights with the dots dropped: model_ema.diffusion_modelinput_blocks00weight
+    other = ldm_unet(tiny_modules(8)["unet"])
     sd |= {"model_ema." + k.replace(".", "", 1).replace(".", ""): v.clone() for k, v in other.items()}
     sd |= {"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(1000)}
     loaded = load_free(models, str(_save(sd, tmp_path / "with-ema.ckpt")))

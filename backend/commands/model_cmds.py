@@ -61,6 +61,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     c = sub.add_parser("check-models", help="list which prior weights are present and which are missing")
     c.add_argument("--mode", choices=("joker", "free"), default="joker", help="the mode whose readiness sets the exit code")
     c.add_argument("--models-dir", help="models dir (default: shared.paths.models_dir())")
-    c.add_argument("--base-model", default="stable-diffusion-v1-5", help="SD1.5 folder, or a single-file .safetensors/.ckpt fine-tune "
-                   "(free mode), by name under the models dir or path")
+    c.add_argument("--base-model", default="stable-diffusion-v1-5",
+                   help="SD1.5 folder, or a single-file .safetensors/.ckpt fine-tune (free mode), by name under the "
+                        "models dir or path")
     c.set_defaults(func=_check)

@@ -120,7 +120,8 @@ def missing_hint(mode: str, models_dir: Path, base_model: str, missing: list[Pat
         return hint + f"; run `{fetch_command(mode, models_dir)}` for the stock SD1.5 parts it is used with"
     hint = f"run `{fetch_command(mode, models_dir)}`"
     if own is not None:
-        hint += " (it fetches the stock SD1.5 tokenizer, scheduler, configs, VAE and text encoder the file is used with)"
+        hint += " (it fetches the stock SD1.5 tokenizer, scheduler, configs, VAE and text encoder the file needs)"
     elif Path(base_model).is_absolute() or base_model != SD15_DIR:
-        hint += f" (it fetches the stock parts; the base model {base_model!r} must be a diffusers SD1.5 folder you provide)"
+        hint += (f" (it fetches the stock parts; the base model {base_model!r} must be a diffusers SD1.5 folder "
+                 "you provide)")
     return hint

@@ -130,7 +130,8 @@ def load_free(models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModul
                  "text_encoder": CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
                  "vae": AutoencoderKL.from_pretrained(sd_dir / "vae")}
     return PriorModules(tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
-                        text_encoder=parts["text_encoder"], vae=parts["vae"], unet=parts["unet"], ref_unet=parts["unet"],
+                        text_encoder=parts["text_encoder"], vae=parts["vae"], unet=parts["unet"],
+                        ref_unet=parts["unet"],
                         controlnet=ControlNetModel.from_pretrained(Path(models_dir) / layout.CONTROLNET_DIR),
                         scheduler_config=_json(sd_dir / "scheduler" / "scheduler_config.json"),
                         control=NORMALBAE_CONTROL, reference_noised=True, name="free")

@@ -53,7 +53,8 @@ def check_sd15(sd: dict[str, torch.Tensor], path: Path) -> None:
     if has("conditioner.embedders."):
         what = "an SDXL checkpoint (conditioner.embedders.* keys); SDXL is not supported, SD1.5 only"
     elif has("cond_stage_model.model."):
-        what = "an SD2.x checkpoint (OpenCLIP text encoder keys cond_stage_model.model.*); SD2.x is not supported, SD1.5 only"
+        what = ("an SD2.x checkpoint (OpenCLIP text encoder keys cond_stage_model.model.*); SD2.x is not supported, "
+                "SD1.5 only")
     elif has(UNET_PREFIX):
         return
     elif has("lora_", start=False) or has(".lora.", start=False) or has("lycoris_"):
@@ -122,6 +123,8 @@ def load_single_file(path: Path, sd_dir: Path) -> dict[str, nn.Module]:
     sd = read_single_file(Path(path))
     check_sd15(sd, Path(path))
     vae, text_encoder = _vae(sd, sd_dir), _text_encoder(sd, sd_dir)
-    return {"unet": _unet(sd, sd_dir),
-            "vae": vae if vae is not None else AutoencoderKL.from_pretrained(sd_dir / "vae"),
-            "text_encoder": text_encoder if text_encoder is not None else CLIPTextModel.from_pretrained(sd_dir / "text_encoder")}
+    if vae is None:
+        vae = AutoencoderKL.from_pretrained(sd_dir / "vae")
+    if text_encoder is None:
+        text_encoder = CLIPTextModel.from_pretrained(sd_dir / "text_encoder")
+    return {"unet": _unet(sd, sd_dir), "vae": vae, "text_encoder": text_encoder}
