@@ -185,6 +185,16 @@ def test_preview_in_free_mode_runs_on_the_single_file(models, artist, tmp_path):
     assert fine_tune.shape == (R, R, 3) and np.abs(fine_tune.astype(int) - stock).max() > 0
 
 
+def test_preview_reloads_a_fine_tune_saved_again_under_the_same_name(models, artist, stock, tmp_path):
+    path = _save(ldm_checkpoint(artist), tmp_path / "artist.safetensors")
+    runner, config = PreviewRunner(models_dir=models), PriorConfig(mode="free", base_model=str(path))
+    first = runner.prior(config, "cpu")
+    assert runner.prior(config, "cpu") is first  # same file: the loaded prior is reused
+    _save(ldm_checkpoint(stock), path)  # the artist trains on and overwrites the file
+    again = runner.prior(config, "cpu")
+    assert again is not first and torch.equal(again.unet.conv_in.weight, stock["unet"].conv_in.weight)
+
+
 def test_test_layout_matches_real_sd15_key_names_and_diffusers_converter():
     """The reverse mapping, on the full-size SD1.5 architecture (meta tensors): known LDM names, and diffusers'
     converters map it back onto exactly the model's keys."""

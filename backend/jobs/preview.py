@@ -71,9 +71,15 @@ class PreviewRunner:
     def prior(self, config: PriorConfig, device: str) -> Any:
         """The loaded prior for ``config`` on ``device`` (reused while the config's model fields stay the same)."""
         from backend.prior import load_prior
+        from backend.prior.layout import single_file
+        from shared.paths import models_dir as default_models_dir
         from shared.spec import to_dict
 
         key = tuple(sorted(to_dict(config).items()))
+        own = single_file(Path(self.models_dir or default_models_dir()), config.base_model)
+        if own is not None and own.exists():  # an artist re-saving their fine-tune under the same name reloads it
+            stat = own.stat()
+            key += ((str(own), stat.st_mtime_ns, stat.st_size),)
         with self._lock:
             cached = self._priors.get(device)
             if cached and cached[0] == key:
