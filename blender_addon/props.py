@@ -96,6 +96,11 @@ class JokerState(bpy.types.PropertyGroup):
         ("joker", "Joker", "the authors' checkpoint"),
         ("free", "Training-free", "any SD1.5 with a normal ControlNet"),
         ("oracle", "Oracle (test)", "a test prior that needs no weights: checks the whole path quickly")])
+    base_model: StringProperty(
+        name="Base Model", default="",
+        description="training-free prior only: an SD1.5 diffusers folder or single-file fine-tune (.safetensors, "
+                    ".ckpt) on the backend machine, by name under its models folder or absolute path; empty: stock "
+                    "SD1.5")
     view_az: FloatProperty(name="Azimuth", default=0.0, min=-90.0, max=90.0,
                            description="view of the 2D preview and the normal map, degrees")
     view_el: FloatProperty(name="Elevation", default=0.0, min=-60.0, max=60.0,

@@ -51,7 +51,8 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
     if obj is None:
         raise ValueError("no head rig: add one with Add Head Rig")
     text = dict(prompt=state.prompt, negative_prompt=state.negative_prompt, seed=state.seed)
-    prior = PriorConfig(mode=state.prior_mode)
+    own_model = state.base_model.strip() if state.prior_mode == "free" else ""
+    prior = PriorConfig(mode=state.prior_mode, **({"base_model": own_model} if own_model else {}))
     depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
     rig_state = rig.rig_state(obj, depsgraph)
     if kind == "preview":

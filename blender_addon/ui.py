@@ -143,6 +143,8 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
         row.prop(state, "faces")
         row.prop(state, "texture", text="")
         layout.prop(state, "prior_mode")
+        if state.prior_mode == "free":
+            layout.prop(state, "base_model")
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("joker_head.preview", icon="IMAGE_DATA")

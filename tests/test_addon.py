@@ -452,6 +452,13 @@ FAILURE_SCRIPT = """
     scene.joker_head.normal_map_res = 64
     normals = mod("live").normal_map(bpy.context.scene)
 
+    # An artist's own base model travels with the request; one the backend lacks fails naming the file.
+    state.base_model = "my-finetune.safetensors"
+    bpy.ops.joker_head.preview()
+    own = state.preview_job
+    pump_until(lambda: job(own).state == "failed", 60, "the preview with a missing fine-tune")
+    state.base_model = ""
+
     # A failure reported by the backend reaches the panel with its hint.
     state.prior_mode = "joker"
     bpy.ops.joker_head.preview()
@@ -460,7 +467,8 @@ FAILURE_SCRIPT = """
     report(dead=dead, blocked=blocked, cancelled=job(gen).state, cancel_msg=job(gen).message, oracle=oracle,
            preview_path=job(ok).result_path, preview_shape=list(preview.shape), preview_std=float(preview.std()),
            preview_is_normals=preview.shape == normals.shape and bool(np.array_equal(preview, normals)),
-           error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None)
+           error=job(prev).error, hint=job(prev).hint, timer=net.pump() is None,
+           own_model=job(own).error + " | " + job(own).hint)
 """
 
 
@@ -484,6 +492,7 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     assert not got["preview_is_normals"]
     assert "missing" in got["error"] and "bfm_ft_NersembleCelebvtext_230000.bin" in got["error"]
     assert "fetch-models --mode joker" in got["hint"]
+    assert "my-finetune.safetensors" in got["own_model"] and "your fine-tune" in got["own_model"], got["own_model"]
     assert got["timer"]  # nothing in flight: the timer stops
 
 
@@ -515,6 +524,7 @@ UI_SCRIPT = """
         "cd" * 16, "generate", "running", "distill", 3, 10, 0.25, 125.0)
     job.error, job.hint = "out of memory", "choose a smaller preset"
     state.generate_job = job.job_id
+    state.prior_mode = "free"  # shows the base-model field too
     mod("images").write_image("Joker Progress", np.zeros((8, 8, 3), np.uint8))
     logs = {}
     for cls in ui.CLASSES:
@@ -534,6 +544,7 @@ def test_panels_draw_every_control(blender_user, ict_npz):
     assert "progress:distill 3/10" in generate and any(e.startswith("progress:overall 25 %  ETA 2 min 05 s")
                                                        for e in generate)
     assert "label:out of memory" in generate and "label:choose a smaller preset" in generate
+    assert "prop:base_model" in generate
     assert any(e.startswith("template_icon") for e in generate)  # the streamed preview is shown
     assert any(e.startswith("template_list") for e in logs["JOKER_PT_rig"])
     assert any("Contacts tcp://127.0.0.1:5555 (this machine)" in e for e in logs["JOKER_PT_main"])
