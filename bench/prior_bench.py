@@ -125,7 +125,8 @@ def main() -> None:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
-    views, batch = args.views or (4 if args.quick else 32), args.batch or (4 if args.quick else 8)
+    # several batches per level, so the reference cache has something to save
+    views, batch = args.views or (8 if args.quick else 32), args.batch or (2 if args.quick else 8)
     if args.sd15_cpu:
         sd15_on_cpu()
     headline = run(False, "cpu", views, batch, 1 if args.quick else 5, "fp32")
