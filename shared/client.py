@@ -158,39 +158,38 @@ class Client:
         job_id = job_id or uuid.uuid4().hex
         frames = P.encode(P.Submit(job_id, kind, params_dict), inputs)
         track = _Track(submit=frames, sizes={name: _nbytes(p) for name, p in inputs.items()})
-        if self.welcome is not None:
-            error = self._over_limit(job_id, track.sizes)
-            if error is not None:
-                raise SpecError(error.field, error.expected, error.received, error.hint, code=error.code)
+        error = self._over_limit(track.sizes)
+        if error is not None:
+            raise error
         self.jobs[job_id] = track
         self._send_frames(frames)  # before the welcome, the limits are checked when it comes (_fail_oversize)
         return job_id
 
-    def _over_limit(self, job_id: str, sizes: dict[str, int]) -> Optional[P.Error]:
-        """The error for inputs past the server's limits. A server drops a connection that sends an oversize frame
-        (ZeroMQ's MAXMSGSIZE) without a word, so the client is the only place that can say what went wrong."""
-        assert self.welcome is not None
+    def _over_limit(self, sizes: dict[str, int]) -> Optional[P.ProtocolError]:
+        """The error for inputs past the limits the server's welcome states (None before the welcome). A server drops
+        a connection that sends an oversize frame (ZeroMQ's MAXMSGSIZE) without a word, so the client is the only
+        place that can say what went wrong."""
+        if self.welcome is None:
+            return None
         hint = ("send a smaller input (e.g. a smaller reference image), or ask the server's operator to raise "
                 "`joker-head serve --max-frame-mb/--max-request-mb`")
+        limit, total = self.welcome.max_frame, sum(sizes.values())
         for name, n in sizes.items():
-            if n > self.welcome.max_frame:
-                return P.Error("frame_too_large", f"input {name} is {n} bytes; this server accepts at most "
-                               f"{self.welcome.max_frame} bytes per input", f"inputs.{name}",
-                               f"at most {self.welcome.max_frame} bytes", f"{n} bytes", hint, job_id)
-        total = sum(sizes.values())
+            if n > limit:
+                return P.ProtocolError(f"inputs.{name}", f"at most {limit} bytes", f"{n} bytes", hint,
+                                       code="frame_too_large")
         if total > self.welcome.max_request:
-            return P.Error("request_too_large", f"the inputs are {total} bytes together; this server accepts at most "
-                           f"{self.welcome.max_request} bytes per request", "inputs",
-                           f"at most {self.welcome.max_request} bytes together", f"{total} bytes", hint, job_id)
+            return P.ProtocolError("inputs", f"at most {self.welcome.max_request} bytes together", f"{total} bytes",
+                                   hint, code="request_too_large")
         return None
 
     def _fail_oversize(self) -> None:
         """Unacknowledged submissions past the limits the welcome states fail here, once, and are not resent."""
         for job_id, track in self.jobs.items():
-            error = self._over_limit(job_id, track.sizes) if track.submit is not None else None
+            error = self._over_limit(track.sizes) if track.submit is not None else None
             if error is not None:
                 track.submit, track.finished = None, True
-                self._backlog.append(P.Message(error))
+                self._backlog.append(P.Message(P.Error.from_exception(error, job_id)))
 
     def confirm(self, job_id: str, timeout_s: Optional[float] = None) -> P.Accepted:
         """Block until the server acknowledged a submission (e.g. before closing the socket)."""

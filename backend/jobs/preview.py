@@ -76,7 +76,8 @@ class PreviewRunner:
         from shared.spec import to_dict
 
         key = tuple(sorted(to_dict(config).items()))
-        own = single_file(Path(self.models_dir or default_models_dir()), config.base_model)
+        root = Path(self.models_dir or default_models_dir())
+        own = single_file(root, config.base_model)
         if own is not None and own.exists():  # an artist re-saving their fine-tune under the same name reloads it
             stat = own.stat()
             key += ((str(own), stat.st_mtime_ns, stat.st_size),)
@@ -85,7 +86,7 @@ class PreviewRunner:
             if cached and cached[0] == key:
                 return cached[1]
             self._priors.pop(device, None)  # free the old weights before loading new ones
-            prior = load_prior(config, self.models_dir, device)
+            prior = load_prior(config, root, device)
             self._priors[device] = (key, prior)
             return prior
 

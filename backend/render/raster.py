@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from shared.conventions import Camera
+from shared.raster import NEAR_M  # one near plane for the add-on's numpy rasterizer and this twin
 
-NEAR_M = 1e-3
 _EMPTY = torch.iinfo(torch.int64).max
 
 
