@@ -16,6 +16,7 @@ from backend.render.volume import render_image
 from shared.config import DistillConfig
 from shared.conventions import orbit_camera, reference_grid
 from shared.spec import SpecError, from_dict
+from tests.support import assert_close
 
 # A tiny schedule: 12 views at 32 px, 10 levels (6 one-step, then a 4-step run), a small grid.
 TINY = dict(preset="draft", n_az=4, n_el=3, levels=10, update_every=8, steps=160, batch_views=4, patch=16,
@@ -167,7 +168,7 @@ def test_resume_continues_exactly(head, tmp_path):
     rest = distill(guidance, cams, cfg, seed=1, workdir=tmp_path, resume=True, implementation="torch")
     assert rest.resumed_from == 13 and rest.steps == 30 and len(rest.losses) == 17
     for (name, a), b in zip(whole.field.state_dict().items(), rest.field.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-5), name
+        assert_close(a, b, name=name)
     assert rest.losses[-1] == pytest.approx(whole.losses[-1], rel=1e-4)
 
 

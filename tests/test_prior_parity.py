@@ -10,6 +10,7 @@ import torch
 from backend.prior import layout, load_prior
 from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
 from shared.config.prior import PriorConfig
+from tests.support import assert_close
 
 R = TINY_RESOLUTION
 
@@ -53,7 +54,7 @@ def test_sampler_equals_stable_diffusion_pipeline_without_reference_and_control(
     theirs = pipe("a woman laughing", negative_prompt="blurry", height=R, width=R, num_inference_steps=3,
                   guidance_scale=3.0, generator=torch.Generator().manual_seed(7), output_type="pt").images
     assert ours.shape == theirs.shape == (1, 3, R, R)
-    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    assert_close(ours, theirs)
 
 
 def test_sampler_equals_controlnet_pipeline(models):
@@ -70,7 +71,7 @@ def test_sampler_equals_controlnet_pipeline(models):
                                              **_stock_components(models, True))
     theirs = pipe("a man with a big smile", image=control, height=R, width=R, num_inference_steps=3,
                   guidance_scale=3.0, generator=torch.Generator().manual_seed(3), output_type="pt").images
-    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    assert_close(ours, theirs)
     no_control = load_prior(PriorConfig(mode="free", controlnet_scale=0.0, reference_attention=False), models, "cpu")
     plain = no_control.generate(control, "a man with a big smile", steps=3, cfg=3.0,
                                 generator=torch.Generator().manual_seed(3))
@@ -92,7 +93,7 @@ def test_cached_reference_features_equal_uncached(joker):
         joker.reference_cache = cache
         out[cache] = joker.truncated_ddim(x_t, 400, 2, text, views, reference, 19.0)
     joker.reference_cache = True
-    assert torch.allclose(out[True], out[False], atol=1e-5), (out[True] - out[False]).abs().max()
+    assert_close(out[True], out[False])
     joker.reference_attention = False
     without = joker.truncated_ddim(x_t, 400, 2, text, views, reference, 19.0)
     joker.reference_attention = True
@@ -154,7 +155,7 @@ def test_reference_attention_matches_the_written_formula():
         v = attn.to_v(kv_in).view(3, 15, 2, 4).transpose(1, 2)
         w = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1)
         expected = attn.to_out[0]((w @ v).transpose(1, 2).reshape(3, 5, 8))
-    assert torch.allclose(out, expected, atol=1e-6)
+    assert_close(out, expected)
 
 
 def test_ddim_step_to_zero_keeps_alpha_bar_zero_like_diffusers():
@@ -171,5 +172,5 @@ def test_ddim_step_to_zero_keeps_alpha_bar_zero_like_diffusers():
     x, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     ac = alphas_cumprod(SD15_SCHEDULER_CONFIG)
     for t, t_prev in ((900, 800), (100, 0)):
-        assert torch.allclose(ddim_step(x, eps, t, t_prev, ac), ddim.step(eps, t, x, eta=0.0).prev_sample, atol=1e-6)
+        assert_close(ddim_step(x, eps, t, t_prev, ac), ddim.step(eps, t, x, eta=0.0).prev_sample)
     assert abs(float(ac[0]) - 0.99915) < 1e-5
