@@ -14,7 +14,6 @@ import errno
 import ipaddress
 import json
 import logging
-import re
 import threading
 import time
 import traceback
@@ -28,6 +27,7 @@ import zmq
 
 from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
 from backend.queue import FairQueue
+from backend.ratelimit import Budget, PeerLimiter, Refusal
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
 from shared.jobs import validate_inputs
@@ -54,6 +54,13 @@ class ServerConfig:
     max_queued: int = 1000  # queued + running jobs of all clients (without keys a client can mint new ids)
     result_cache_bytes: int = 256 * 1024 * 1024  # repeated fetches of a result share one copy in memory
     name: str = "joker-head"
+    # What one peer (CURVE key, else routing id) may cost per second; over it: `rate_limited` errors. 0 = no limit.
+    # An artist's client sends a heartbeat every 2 s and a few requests per job: far below these.
+    peer_msgs_per_s: float = 200.0
+    peer_burst_msgs: int = 400  # messages a quiet peer may send at once (a reconnect re-fetches every job)
+    peer_bytes_per_s: float = 64 * 1024 * 1024
+    peer_burst_bytes: int = 0  # 0: one largest request (max_request + a header), so any valid upload fits
+    max_tracked_peers: int = 10_000  # peers with a budget in memory; the least recent is forgotten first
 
 
 class ConfigError(ValueError):
@@ -99,7 +106,10 @@ class Server:
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
         self._auth = None
         self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
-        self.stats: Counter = Counter()  # requests, errors, internal_errors (bugs), worker_errors
+        self.stats: Counter = Counter()  # requests, errors, rate_limited, internal_errors (bugs), worker_errors
+        self.limiter = PeerLimiter(Budget(
+            config.peer_msgs_per_s, max(1, config.peer_burst_msgs), config.peer_bytes_per_s,
+            max(config.peer_burst_bytes, config.max_request + P.MAX_HEADER), max(1, config.max_tracked_peers)))
         self.endpoint: Optional[str] = None
         self._router = self._bind_router()
         self._events = self.ctx.socket(zmq.PULL)
@@ -220,22 +230,36 @@ class Server:
 
     # --- requests -------------------------------------------------------------------------------------------------
     def _handle_frames(self, frames: list) -> None:
+        """One request: charge its peer, decode it (cheap checks first), run its handler, answer it."""
         identity, frames = frames[0].bytes, frames[1:]
         client = self._client_key(identity, frames)
-        req, job = _peek(frames)
         self.stats["requests"] += 1
+        refusal = self.limiter.charge(client, sum(len(f) for f in frames), time.monotonic())
+        if refusal is not None:
+            self.stats["rate_limited"] += 1
+            return self._send(identity, self._rate_limited(refusal), req=P.peek_req(frames[0]) if frames else None)
+        req = job = None
         try:
             msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS, max_total=self.config.max_request)
             req, job = msg.req, getattr(msg.body, "job", None)
             getattr(self, "_on_" + msg.type)(identity, client, msg)
-        except SpecError as e:
+        except SpecError as e:  # req and job are known when the header could be read (P.decode attaches them)
             self.stats["errors"] += 1
-            self._send(identity, P.Error.from_exception(e, getattr(e, "job", job)), req=req)
+            self._send(identity, P.Error.from_exception(e, getattr(e, "job", None) or job),
+                       req=req or getattr(e, "req", None))
         except Exception as e:  # never let one request kill the server
             self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")
             self._send(identity, P.Error("internal", P.clip(f"internal server error: {type(e).__name__}: {e}", 4000),
                                          hint="the server logged the details; please report it"), req=req)
+
+    def _rate_limited(self, refusal: Refusal) -> P.Error:
+        c = self.config
+        retry = round(min(refusal.retry_after_s, 3600.0), 3)
+        return P.Error("rate_limited", f"this client sent more {refusal.what} per second than the server allows",
+                       field="rate", expected=f"at most {c.peer_msgs_per_s:g} messages and "
+                       f"{c.peer_bytes_per_s / 2**20:g} MiB per second per client", received=f"more {refusal.what}",
+                       hint=f"retry after {retry} s (the request was not processed)", retry_after_s=retry)
 
     def _client_key(self, identity: bytes, frames: list) -> str:
         """The authenticated CURVE public key when keys are configured, else the connection's routing id."""
@@ -507,18 +531,3 @@ def _job_error(job: str, field_name: str, expected: str, received: Any, hint: st
     err = SpecError(field_name, expected, received, hint, code=code)
     err.job = job
     return err
-
-
-def _peek(frames: list) -> tuple[Optional[str], Optional[str]]:
-    """The request id and job id of a message that may fail validation, so even the error reply can be matched
-    (a refused submission then fails its own job in the client instead of staying unacknowledged)."""
-    try:
-        buf = P._buffer(frames[0])
-        if len(buf) <= P.MAX_HEADER:
-            header = json.loads(bytes(buf))
-            req, job = header.get("req"), header.get("job")
-            return (req if isinstance(req, str) and len(req) <= 64 else None,
-                    job if isinstance(job, str) and re.fullmatch(P.JOB_ID, job) else None)
-    except Exception:  # noqa: BLE001 — best effort only
-        pass
-    return None, None

@@ -159,15 +159,19 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """JSON-ready dict of a spec dataclass (tuples become lists)."""
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-    return plain(obj)
+    return _plain(obj)
+
+
+def _plain(v: Any) -> Any:
+    # module-level, not a closure: a recursive closure is a reference cycle, left for the garbage collector on every
+    # message the server encodes
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
 
 def check(obj: T) -> T:
