@@ -16,6 +16,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
+# Defaults (ServerConfig and `joker-head serve`): an artist's client sends a heartbeat every 2 s and a few requests per
+# job, far below these; a flood is cut to a share of the serve thread.
+PEER_MSGS_PER_S = 200.0
+PEER_BURST_MSGS = 400  # a reconnecting client re-fetches every job it follows at once
+PEER_BYTES_PER_S = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Budget:

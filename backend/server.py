@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import json
 import logging
+import math
 import threading
 import time
 import traceback
@@ -27,7 +28,8 @@ import zmq
 
 from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
 from backend.queue import FairQueue
-from backend.ratelimit import Budget, PeerLimiter, Refusal
+from backend.ratelimit import (PEER_BURST_MSGS, PEER_BYTES_PER_S, PEER_MSGS_PER_S, Budget, PeerLimiter,
+                              Refusal)
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
 from shared.jobs import validate_inputs
@@ -55,10 +57,9 @@ class ServerConfig:
     result_cache_bytes: int = 256 * 1024 * 1024  # repeated fetches of a result share one copy in memory
     name: str = "joker-head"
     # What one peer (CURVE key, else routing id) may cost per second; over it: `rate_limited` errors. 0 = no limit.
-    # An artist's client sends a heartbeat every 2 s and a few requests per job: far below these.
-    peer_msgs_per_s: float = 200.0
-    peer_burst_msgs: int = 400  # messages a quiet peer may send at once (a reconnect re-fetches every job)
-    peer_bytes_per_s: float = 64 * 1024 * 1024
+    peer_msgs_per_s: float = PEER_MSGS_PER_S
+    peer_burst_msgs: int = PEER_BURST_MSGS  # messages a quiet peer may send at once
+    peer_bytes_per_s: float = PEER_BYTES_PER_S
     peer_burst_bytes: int = 0  # 0: one largest request (max_request + a header), so any valid upload fits
     max_tracked_peers: int = 10_000  # peers with a budget in memory; the least recent is forgotten first
 
@@ -255,7 +256,7 @@ class Server:
 
     def _rate_limited(self, refusal: Refusal) -> P.Error:
         c = self.config
-        retry = round(min(refusal.retry_after_s, 3600.0), 3)
+        retry = min(3600.0, max(1, math.ceil(refusal.retry_after_s * 1000)) / 1000)  # whole ms, never 0
         return P.Error("rate_limited", f"this client sent more {refusal.what} per second than the server allows",
                        field="rate", expected=f"at most {c.peer_msgs_per_s:g} messages and "
                        f"{c.peer_bytes_per_s / 2**20:g} MiB per second per client", received=f"more {refusal.what}",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.ratelimit import PEER_BYTES_PER_S, PEER_MSGS_PER_S
 from shared import paths
 from shared import protocol as P
 
@@ -37,6 +38,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="payload of one request, all frames together, in MiB (default %(default)s)")
     p.add_argument("--max-frame-mb", type=_positive, default=P.MAX_REQUEST_FRAME // 2**20,
                    help="one payload frame (e.g. a reference image) in MiB (default %(default)s)")
+    p.add_argument("--peer-msgs-per-s", type=_non_negative, default=PEER_MSGS_PER_S,
+                   help="messages per second one client may send; more get `rate_limited` (0: no limit; default "
+                   "%(default)s)")
+    p.add_argument("--peer-mib-per-s", type=_non_negative, default=PEER_BYTES_PER_S / 2**20,
+                   help="MiB per second one client may send (0: no limit; default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
@@ -118,6 +124,16 @@ def _devices(spec: str) -> tuple[str, ...]:
     return ("cpu",)
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0 switches the limit off), got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -137,7 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(bind=args.bind, jobs_dir=args.jobs_dir or paths.jobs_dir(), curve_keys=args.curve_keys,
                           insecure=args.insecure, devices=_devices(args.devices),
                           max_jobs_per_client=args.max_jobs_per_client, max_queued=args.max_queued,
-                          max_request=args.max_request_mb * 2**20, max_frame=args.max_frame_mb * 2**20)
+                          max_request=args.max_request_mb * 2**20, max_frame=args.max_frame_mb * 2**20,
+                          peer_msgs_per_s=args.peer_msgs_per_s, peer_bytes_per_s=args.peer_mib_per_s * 2**20)
     try:
         server = Server(config, default_runners())
     except ConfigError as e:
