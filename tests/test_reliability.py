@@ -161,6 +161,44 @@ def test_hostile_headers_leave_nothing_behind(make_server, raw_socket):
     assert server.stats["errors"] >= 1000 and server.stats["internal_errors"] == 0
 
 
+FLOODER = """
+import os, sys, zmq
+ctx, sock = zmq.Context(), None
+for i in range(int(sys.argv[2])):
+    if i % int(sys.argv[3]) == 0:  # a new connection and routing id; the replies are never read
+        if sock is not None:
+            sock.close(200)  # most of it is delivered; the rest is dropped, as by a crashing client
+        sock = ctx.socket(zmq.DEALER)
+        sock.routing_id = os.urandom(16)
+        sock.connect(sys.argv[1])
+    sock.send(b"[" * 30000)
+sock.close(200)
+ctx.term()
+"""
+
+
+@pytest.mark.slow
+def test_a_churning_flood_of_unparseable_headers_leaves_the_servers_memory_as_it_was(make_server):
+    """Regression (issue 15), as reported: a client that sends 30 KiB unparseable headers, never reads a reply and
+    reconnects every 400 messages. Every new peer got its own receive queue, so the backlog grew with the churn,
+    and once drained its pages stayed with the allocator: the old server kept ~100 MiB after this. The server
+    (this process) must return to within 16 MiB of where it started once the flood has been answered."""
+    server = make_server(devices=())
+    _rss_mib()
+    rss0 = _rss_mib()
+    subprocess.run([sys.executable, "-c", FLOODER, server.endpoint, "8000", "400"], env=ENV, timeout=120, check=True)
+    seen, still = -1, 0
+    while still < 4:  # drained: nothing new for 1 s
+        time.sleep(0.25)
+        still = still + 1 if server.stats["requests"] == seen else 0
+        seen = server.stats["requests"]
+    time.sleep(0.3)  # an idle loop or two: the serve thread trims the heap when a flood is over
+    grown = _rss_mib() - rss0
+    print(f"{seen} messages, server RSS +{grown:.1f} MiB")
+    assert seen > 1000, f"only {seen} messages reached the server: the test proves nothing"
+    assert grown < 16, f"server RSS +{grown:.0f} MiB after {seen} hostile headers from a churning client"
+
+
 @pytest.mark.parametrize("header, code", [
     (b'{"v": 1, "type": "hello", "client": ' + b"[" * 31 + b"]" * 31 + b"}", "invalid_field"),  # 32 levels: parsed
     (b'{"v": 1, "type": "hello", "client": ' + b"[" * 32 + b"]" * 32 + b"}", "header_too_deep"),  # 33 levels
