@@ -230,7 +230,7 @@ class Server:
                 now = time.monotonic()
                 if received >= TRIM_AFTER_BYTES and (idle or now - trimmed_at > TRIM_EVERY_S):
                     received, trimmed_at = 0, now
-                    _trim_heap()
+                    trim_heap()
         finally:
             self._router.close(0)
             self._events.close(0)
@@ -513,7 +513,7 @@ class Server:
 _LIBC: Any = None
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Return the allocator's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere). Costs ~1 ms."""
     global _LIBC
     if _LIBC is None:

@@ -24,13 +24,13 @@ import psutil
 import zmq
 
 from backend.jobs.selftest import SelftestRunner
-from backend.server import Server, ServerConfig
+from backend.server import Server, ServerConfig, trim_heap
 from bench.hostile import big_header, mutate
 from shared import protocol as P
 from shared.client import Client, ClientError
 
 RSS = psutil.Process()
-WINDOW = 32  # messages in flight per reading sender
+WINDOW = 64  # messages in flight per reading sender
 
 
 def _mib(n: float) -> float:
@@ -60,6 +60,7 @@ def sender(endpoint: str, n: int, seed_value: int, churn: int, reads: bool, out:
     """One hostile client process: ``n`` messages, a new connection (and routing id) every ``churn``."""
     pool = _pool(seed_value, 150)
     rng = random.Random(seed_value)
+    big = [big_header(rng).frames for _ in range(300)]  # every class, sizes 10-60 KiB
     ctx = zmq.Context()
     sent = replies = connections = 0
     sock = None
@@ -75,7 +76,7 @@ def sender(endpoint: str, n: int, seed_value: int, churn: int, reads: bool, out:
             connections += 1
         batch = min(WINDOW, n - sent, churn - sent % churn)
         for _ in range(batch):
-            frames = big_header(rng).frames if rng.random() < 0.25 else rng.choice(pool)
+            frames = rng.choice(big) if rng.random() < 0.25 else rng.choice(pool)
             sock.send_multipart(frames)
         sent += batch
         while reads and sock.poll(2000):  # the replies of this window (a fetch may bring pushed messages too)
@@ -139,6 +140,8 @@ def soak(tmp: Path, n_messages: int, n_senders: int = 4, churn: int = 500, seed_
     warm.start()  # first-time allocations (regex caches, hypothesis in the senders) are not growth
     warm.join()
     out.get()
+    time.sleep(0.5)
+    trim_heap()  # start from what the heap holds, not from what earlier parts freed but glibc kept
     rss0 = peak = RSS.memory_info().rss
     artist = Artist(server.endpoint, steps=100_000, step_s=0.02)
     artist.start()
