@@ -261,7 +261,7 @@ class Server:
         except SpecError as e:  # req and job are known when the header could be read (P.decode attaches them)
             self.stats["errors"] += 1
             self._send(identity, P.Error.from_exception(e, getattr(e, "job", None) or job),
-                       req=req or getattr(e, "req", None))
+                       req=req if req is not None else getattr(e, "req", None))
         except Exception as e:  # never let one request kill the server
             self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")

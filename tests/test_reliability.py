@@ -91,6 +91,7 @@ def test_hostile_messages_are_answered_as_the_protocol_says(make_server, raw_soc
     (b'{"v": 1, "type": "hello", "\\u0000": 1}', "unknown_field"),  # NUL in the field name
     (json.dumps({"v": 1, "type": "submit", "job": "a" * 32, "kind": "selftest", "frames": [
         {"name": "data", "kind": "array", "dtype": "uint8", "shape": [65536] * 4}]}).encode(), "bad_array"),  # 2**64
+    (b'{"v": 1, "type": "cancel", "job": "' + b"a" * 32 + b'", "req": ""}', "unknown_job"),  # an empty req is a req
 ])
 def test_inputs_that_used_to_break_replies(make_server, raw_socket, header, code):
     server = make_server(devices=())
