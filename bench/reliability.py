@@ -44,12 +44,11 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import zmq  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from backend.jobs.selftest import SelftestRunner  # noqa: E402
 from backend.server import ConfigError, Server, ServerConfig  # noqa: E402
-from bench.hostile import (Case, documented_codes, followups, hostile_case, judge, judge_followup,  # noqa: E402
-                           mutate, with_req)
+from bench.hostile import (Case, documented_codes, followups, hypothesis_cases, judge,  # noqa: E402
+                           judge_followup, mutate, with_req)
 from bench.soak import soak  # noqa: E402
 from shared import protocol as P  # noqa: E402
 from shared.client import Client, ClientError, CurveKeys, Disconnected  # noqa: E402
@@ -93,20 +92,6 @@ def is_final(job: str) -> Callable[[P.Message], bool]:
 
 
 # === 1. hostile input ================================================================================================
-
-def hypothesis_cases(n: int, seed_value: int) -> list[Case]:
-    cases: list[Case] = []
-
-    @seed(seed_value)
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(hostile_case())
-    def collect(case: Case) -> None:
-        cases.append(case)
-
-    collect()
-    return cases
-
 
 class Fuzzer:
     """Sends cases on one DEALER in batches; replies come back in order, one per request."""

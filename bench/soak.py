@@ -25,7 +25,7 @@ import zmq
 
 from backend.jobs.selftest import SelftestRunner
 from backend.server import Server, ServerConfig, trim_heap
-from bench.hostile import big_header, mutate
+from bench.hostile import big_header, hypothesis_cases, mutate
 from shared import protocol as P
 from shared.client import Client, ClientError
 
@@ -40,8 +40,6 @@ def _mib(n: float) -> float:
 def _pool(seed_value: int, n_seeds: int) -> list[list]:
     """Hostile frames to cycle through: hypothesis cases and mutants, minus anything the server would accept as a
     submission (a job is not bad input)."""
-    from bench.reliability import hypothesis_cases  # the hypothesis strategies, in the sender process only
-
     seeds = hypothesis_cases(n_seeds, seed_value)
     rng = random.Random(seed_value)
     cases = seeds + [mutate(rng, rng.choice(seeds), rng.choice(seeds)) for _ in range(8 * n_seeds)]

@@ -134,7 +134,7 @@ def _convert(name: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _declared(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
     """A dataclass's resolved type hints and init fields, once per class (``get_type_hints`` costs ~0.3 ms a call:
     the server validates every message with it)."""
@@ -169,7 +169,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return _plain(obj)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
