@@ -26,6 +26,7 @@ TARGET_VIEWS = "target_views"  # views rendered and sent to the prior for target
 RAYS = "rays"  # rays marched (training patches, target renders, previews)
 RAY_SAMPLES = "ray_samples"  # samples inside the bound that survive empty-space skipping (field evaluations)
 SHADED_SAMPLES = "shaded_samples"  # samples of the differentiable pass (after nerfacc-style pruning)
+TARGET_RAYS, TARGET_RAY_SAMPLES = "target_" + RAYS, "target_" + RAY_SAMPLES  # the target renders' share of both
 
 # Stage wall times of a generate job, in the order they run ("target_renders" is the renders' share of "targets").
 STAGES = ("normals", "prior_load", "targets", "optimisation", "export")

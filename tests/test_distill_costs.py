@@ -87,7 +87,8 @@ def test_distillation_counts_steps_updates_rays_and_the_prior(head):
     assert c[costs.PRIOR_EVALS] == schedule.planned_prior_evals(V)["total"] == V * 6
     train_rays = sum(r.batch_views * min(r.patch, schedule.resolution_at(k)) ** 2 for k in range(r.steps))
     target_rays = sum(V * schedule.resolution_at(u.step) ** 2 for u in schedule.updates)
-    assert c[costs.RAYS] == train_rays + target_rays
+    assert c[costs.RAYS] == train_rays + target_rays and c[costs.TARGET_RAYS] == target_rays
+    assert 0 < c[costs.TARGET_RAY_SAMPLES] < c[costs.RAY_SAMPLES]
     assert 0 < c[costs.SHADED_SAMPLES] <= c[costs.RAY_SAMPLES] <= c[costs.RAYS] * r.samples_per_ray
     s = result.costs.seconds
     assert s["targets"] > 0 and s["optimisation"] > 0 and 0 < s["target_renders"] <= s["targets"]

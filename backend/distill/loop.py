@@ -198,13 +198,15 @@ def _render_views(field, guidance: Guidance, cameras: Sequence[Camera], views: S
     counter.add(costs.TARGET_VIEWS, len(views))
     if not getattr(guidance, "uses_images", True):
         return torch.zeros(len(views), 3, res, res, device=device)
-    out = []
+    out, renders = [], CostCounter()
     with torch.no_grad(), counter.timed("target_renders", device):
         for i in views:
             rays = patch_rays(cameras[int(i)].scaled(res), 0, 0, res, device)
             rgb = render_rays(field, rays, r.samples_per_ray, occupancy, stratified=True, generator=g,
-                              counter=counter)["rgb"]
+                              counter=renders)["rgb"]
             out.append(rgb.T.reshape(3, res, res))
+    counter.merge(renders.counts)  # in the totals, and on their own: renders cost less per sample than training
+    counter.merge({"target_" + k: v for k, v in renders.counts.items()})
     return torch.stack(out)
 
 
