@@ -18,8 +18,8 @@ t0=$(date +%s)
 
 if [ -z "$DRY" ]; then
     if ls .whl/*.whl >/dev/null 2>&1; then
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu-check-site \
-            .whl/*.whl || { echo "wheels: install failed"; exit 1; }
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/gpu-check-site .whl/*.whl || { echo "wheels: install failed"; exit 1; }
         export PYTHONPATH="/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}"
         echo "wheels: installed $(ls .whl/*.whl | wc -l) from .whl/ in $(( $(date +%s) - t0 )) s"
     else

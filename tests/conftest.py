@@ -28,7 +28,8 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-_skip_without_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+_skip_without_cuda = pytest.mark.skipif(not cuda_available(),
+                                        reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
 
 
 def requires_cuda(test):
