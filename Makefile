@@ -9,7 +9,7 @@ BPY_NEXT ?= bpy==5.0.*
 BVENV   := .venv-blender-next
 BSTAMP  := $(BVENV)/.installed
 
-.PHONY: test install demo bench addon clean
+.PHONY: test install demo bench addon clean gpu-wheels gpu-check-dry
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(VPY) $$b --quick || exit 1; done
+
+# The one-shot GPU check (docs/DISTILLATION.md, "GPU check"): the wheelhouse it carries, and its CPU dry run.
+gpu-wheels:
+	PYTHON=$(VPY) bench/gpu_wheels.sh
+
+gpu-check-dry: $(STAMP)
+	PYTHON=$(VPY) bench/gpu_check.sh --cpu-dry-run
 
 addon: $(STAMP)
 	$(VPY) build_addon.py --output dist/joker_head.zip

@@ -28,7 +28,13 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+_skip_without_cuda = pytest.mark.skipif(not cuda_available(),
+                                        reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+
+
+def requires_cuda(test):
+    """Marks a CUDA test: ``gpu`` (``pytest -m gpu``, what bench/gpu_check.sh runs) and skipped without CUDA."""
+    return pytest.mark.gpu(_skip_without_cuda(test))
 
 
 # --- ZeroMQ fixtures (pyzmq style: random ports, linger 0, every socket closed) ---------------------------------------

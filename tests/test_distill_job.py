@@ -156,3 +156,11 @@ def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     assert "normals" in stages and "distill" in stages and "export" in stages
     assert result.meta["mode"] == "joker" and result.artifacts[0].name == "head.glb"
     assert result.artifacts[0].data[:4] == b"glTF"
+    # costs, counted by the prior, the renderer and the loop: 6 views x (2 one-step levels + a 2-step Stage 2 run)
+    counts, seconds = result.meta["costs"]["counts"], result.meta["costs"]["seconds"]
+    assert counts["nerf_steps"] == 12 and counts["prior_evals"] == 6 * 4
+    assert counts["unet_samples"] == counts["controlnet_samples"] == 2 * counts["prior_evals"]  # CFG rows
+    assert counts["vae_encodes"] == 6 * 3 + 1 and counts["vae_decodes"] == 6 * 3  # + the reference, once
+    assert counts["ray_samples"] > 0 and counts["ref_unet_samples"] > 0
+    assert set(seconds) >= {"normals", "prior_load", "targets", "optimisation", "export"}
+    assert all(v >= 0 for v in seconds.values()) and result.meta["peak_cuda_gib"] is None  # CPU: no CUDA peak

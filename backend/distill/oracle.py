@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend import costs
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
 
 THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
@@ -147,11 +148,13 @@ class OracleGuidance:
         self.alphas_cumprod = sd_alphas_cumprod()
         self.generator = torch.Generator().manual_seed(seed)
         self.uses_images = self.perturb > 0  # the exact oracle ignores the renders: the loop may skip them
+        self.counter = costs.CostCounter()  # prior evaluations it stands in for (views x DDIM steps)
 
     def targets(self, images: torch.Tensor, views: torch.Tensor, t: int, n_steps: int,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """See ``backend.guidance.Guidance.targets``; float [B, 3, resolution, resolution] in 0..1."""
         truth = self.truth[views.cpu()].to(images.device)
+        self.counter.add(costs.PRIOR_EVALS, views.numel() * int(n_steps))
         if self.perturb <= 0:
             return truth.clone()
         g = generator or self.generator

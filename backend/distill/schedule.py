@@ -65,6 +65,13 @@ class Schedule:
         """Render resolution of ``step``: bisect on the milestones (the reference bisects [-1, 200, 3000, ...])."""
         return self.resolutions[bisect.bisect_right(self.milestones, step)]
 
+    def planned_prior_evals(self, n_views: int) -> dict[str, int]:
+        """Prior evaluations (one view at one DDIM step, all CFG branches) the plan asks for with ``n_views``
+        views: {"stage1": ..., "stage2": ..., "total": ...}. The paper's: 60 x 400 + 40 x 400 = 40,000."""
+        stage1 = sum(n_views * u.n_steps for u in self.updates if u.stage == 1)
+        stage2 = sum(n_views * u.n_steps for u in self.updates if u.stage == 2)
+        return {"stage1": stage1, "stage2": stage2, "total": stage1 + stage2}
+
     def stage_at(self, step: int) -> int:
         u = self.last_update_before(step)
         return u.stage if u is not None else 1

@@ -7,6 +7,9 @@
 
 Progress stages: "normals", "prior", "distill" (metrics loss, level = the noise level t, distill_stage = 1 or 2;
 a preview render at each target update; ETA), "export". Cancellation lands in any progress call.
+The result's ``meta["costs"]`` holds what the job did (``backend.costs``: prior passes per sample, VAE images, NeRF
+steps, ray samples) and wall seconds per stage (normals, prior_load, targets, optimisation, export), and
+``meta["peak_cuda_gib"]`` the peak GPU memory on CUDA.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from backend.costs import CostCounter, peak_cuda_gib, reset_peak_cuda
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
@@ -38,9 +42,15 @@ class GenerateRunner:
         from backend.distill import distill
 
         r = params.distill.resolved()
+        counter = CostCounter()
+        reset_peak_cuda(ctx.device)
         vertices, faces = _mesh(inputs)
         cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el)
-        guidance = (self._guidance_factory or self._guidance)(params, inputs, vertices, faces, cameras, ctx)
+        if self._guidance_factory is not None:
+            with counter.timed("prior_load", ctx.device):
+                guidance = self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
+        else:
+            guidance = self._guidance(params, inputs, vertices, faces, cameras, ctx, counter)
         lpips, notes = self._lpips(r.lpips_weight, ctx)
         started, last = time.monotonic(), [0.0]
 
@@ -56,29 +66,33 @@ class GenerateRunner:
 
         result = distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
                          workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
-                         implementation=self.implementation)
+                         implementation=self.implementation, counter=counter)
         sheet = render_sheet(result.field, result.occupancy, r.resolutions[-1], r.samples_per_ray)
         artifacts = [Artifact("renders.png", "image/png", _png(sheet))]
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
                 "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
-        glb, export_meta = self._export(result.field, params, ctx)
+        with counter.timed("export", ctx.device):
+            glb, export_meta = self._export(result.field, params, ctx)
         if glb is not None:
             artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
         meta["export"] = export_meta
         meta["total_s"] = round(time.monotonic() - started, 1)
+        meta["costs"] = counter.as_dict()
+        meta["peak_cuda_gib"] = peak_cuda_gib(ctx.device)
         return JobResult(meta, artifacts)
 
     # --- 2. guidance ------------------------------------------------------------------------------------------------
     def _guidance(self, params: GenerateParams, inputs: dict[str, Input], vertices: np.ndarray, faces: np.ndarray,
-                  cameras: list[Camera], ctx: JobContext):
+                  cameras: list[Camera], ctx: JobContext, counter: CostCounter):
         r = params.distill.resolved()
         if params.prior.mode == "oracle":
             from backend.distill.oracle import OracleGuidance
 
             ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
-            guidance = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
+            with counter.timed("prior_load"):
+                guidance = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
             ctx.progress("prior", 1, 1, "oracle prior ready")
             return guidance
         import torch
@@ -89,16 +103,21 @@ class GenerateRunner:
         from backend.render import render_normal_maps
 
         ctx.progress("prior", 0, 1, f"loading the {params.prior.mode} prior")
-        prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
+        with counter.timed("prior_load", ctx.device):
+            prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
         ctx.progress("normals", 0, len(cameras), "rendering normal maps of every view")
         views = [c.scaled(prior.resolution) for c in cameras]
-        maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
+        with counter.timed("normals", ctx.device):
+            maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
         ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
         reference = None
         if inputs.get("reference") is not None:
             reference = torch.from_numpy(read_reference(inputs["reference"], prior.resolution))[None]
-        return PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
-                             cfg=params.cfg)
+        with counter.timed("prior_load", ctx.device):  # text, reference and control encodings are prior set-up
+            guidance = PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
+                                     cfg=params.cfg)
+        counter.merge(prior.counter.snapshot())  # this job's prior: its set-up (the reference's encode) counts too
+        return guidance
 
     # --- 3. LPIPS ----------------------------------------------------------------------------------------------------
     def _lpips(self, weight: float, ctx: JobContext):

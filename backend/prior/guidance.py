@@ -37,6 +37,11 @@ class PriorGuidance:
         self.reference = None if reference is None else prior.prepare_reference(reference)
 
     @property
+    def counter(self):
+        """The prior's :class:`backend.costs.CostCounter` (the distillation loop reports a run's share of it)."""
+        return self.prior.counter
+
+    @property
     def n_views(self) -> int:
         return self._maps.shape[0]
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from backend import costs
 from backend.prior.attention import ReferenceBank, ReferenceRecorded, install_reference_attention
 from backend.prior.models import PriorModules
 from backend.prior.sampling import add_noise, alphas_cumprod, ddim_step, make_scheduler, truncated_timesteps
@@ -84,6 +85,7 @@ class JokerPrior:
         self.vae_scale = 2 ** (len(modules.vae.config.block_out_channels) - 1)
         self.resolution = modules.unet.config.sample_size * self.vae_scale  # 512 for SD1.5
         self._ref_key: Optional[tuple] = None
+        self.counter = costs.CostCounter()  # network passes per sample, added where each network runs
 
     # --- encoders ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -100,6 +102,7 @@ class JokerPrior:
         vae = self.m.vae
         dist = vae.encode((images * 2 - 1).to(self.device, vae.dtype)).latent_dist
         z = dist.sample(generator) if sample else dist.mean
+        self.counter.add(costs.VAE_ENCODES, images.shape[0])
         return (z * vae.config.scaling_factor).to(self.dtype)
 
     @torch.no_grad()
@@ -107,6 +110,7 @@ class JokerPrior:
         """latents [N, 4, h, w] -> float32 images [N, 3, 8h, 8w] in 0..1."""
         vae = self.m.vae
         x = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
+        self.counter.add(costs.VAE_DECODES, latents.shape[0])
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
     def prepare_control(self, normals: torch.Tensor) -> torch.Tensor:
@@ -139,6 +143,7 @@ class JokerPrior:
         z = z.repeat(groups, 1, 1, 1)  # [G * n_ref, 4, h, w], group-major
         self.bank.clear()
         self.bank.mode = "record"
+        self.counter.add(costs.REF_UNET, z.shape[0])
         try:
             self.ref_unet(z, t, encoder_hidden_states=text.repeat_interleave(n_ref, dim=0))
         except ReferenceRecorded:
@@ -174,6 +179,7 @@ class JokerPrior:
         use_reference = reference is not None and self.reference_attention
         rows = self._reference_rows(reference, text, t, batch) if use_reference else None
         e = self._eps_rows(x_in, t, text_rows, control_rows, rows)
+        self.counter.add(costs.PRIOR_EVALS, batch)
         if groups == 1:
             return e
         e_uncond, e_cond = e.chunk(2)
@@ -185,8 +191,10 @@ class JokerPrior:
         if self.controlnet is not None and control is not None and self.controlnet_scale > 0:
             down, mid = self.controlnet(x, t, encoder_hidden_states=text, controlnet_cond=control,
                                         conditioning_scale=self.controlnet_scale, guess_mode=False, return_dict=False)
+            self.counter.add(costs.CONTROLNET, x.shape[0])
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         self.bank.rows, self.bank.mode = rows, ("read" if rows is not None else "off")
+        self.counter.add(costs.UNET, x.shape[0])
         try:
             return self.unet(x, t, encoder_hidden_states=text, **residuals).sample
         finally:
