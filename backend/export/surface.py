@@ -31,6 +31,18 @@ def marching_cubes(sigma: np.ndarray, level: float, grid: Grid) -> tuple[np.ndar
     return v, f
 
 
+def marching_cubes_sdf(phi: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Zero set of a signed distance phi float [R, R, R] (negative inside): vertices float64 [V, 3] head frame,
+    faces int64 [F, 3] wound outward. Padded with outside so the surface closes at the bound."""
+    g = np.pad(-phi, 1, constant_values=-float(np.abs(phi).max() + grid.spacing))
+    v, f = mcubes.marching_cubes(g, 0.0)
+    v = grid.to_head(v - 1.0)
+    f = f.astype(np.int64)
+    if len(f) and signed_volume(v, f) < 0:
+        f = f[:, ::-1].copy()
+    return v, f
+
+
 def signed_volume(v: np.ndarray, f: np.ndarray) -> float:
     """Enclosed volume of a closed mesh (positive when wound outward)."""
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
@@ -62,7 +74,8 @@ def components(n_vertices: int, f: np.ndarray) -> np.ndarray:
 
 
 def keep_head(v: np.ndarray, f: np.ndarray, grid: Grid, keep_fraction: float) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Drop floaters, cavities and background; returns the compacted mesh and a summary."""
+    """Drop floaters, cavities and background; returns the compacted mesh and a summary. ``keep_fraction`` > 1
+    keeps the head alone."""
     label = components(len(v), f)
     ids, inverse = np.unique(label, return_inverse=True)
     area = np.bincount(inverse, weights=face_areas(v, f))
@@ -143,8 +156,21 @@ def split_pinches(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals: float32 [V, 3]."""
+    """Area-weighted unit vertex normals: float32 [V, 3], never of zero length (glTF requires unit normals).
+
+    A vertex whose faces cancel or have no area (a needle left by decimation, an unreferenced vertex) takes the
+    unweighted mean of its faces' unit normals, else the direction from the mesh's centroid, else +Y."""
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
     idx = f.reshape(-1)
     n = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)).astype(np.float32)
+    length = np.linalg.norm(n, axis=1)
+    bad = length <= 1e-12 * max(float(length.max(initial=0.0)), 1e-30)
+    if bad.any():
+        unit = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-30)
+        alt = np.stack([np.bincount(idx, np.repeat(unit[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+        radial = v - v.mean(axis=0)
+        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-6, alt, radial)
+        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-12, alt, np.array([0.0, 1.0, 0.0]))
+        n[bad] = alt[bad]
+    n = n / np.linalg.norm(n, axis=1, keepdims=True)
+    return n.astype(np.float32)

@@ -39,7 +39,7 @@ class GenerateRunner:
 
         r = params.distill.resolved()
         vertices, faces = _mesh(inputs)
-        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el)
+        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
         guidance = (self._guidance_factory or self._guidance)(params, inputs, vertices, faces, cameras, ctx)
         lpips, notes = self._lpips(r.lpips_weight, ctx)
         started, last = time.monotonic(), [0.0]
