@@ -209,11 +209,12 @@ def field_distance(sigma: np.ndarray, level: float, grid: Grid) -> np.ndarray:
 
 
 def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], grid: Grid,
-                 coarse: int = 4) -> tuple[np.ndarray, dict[str, float]]:
+                 spacing_m: float = 0.006) -> tuple[np.ndarray, dict[str, float]]:
     """w on the grid: float32 [R, R, R] in [0, 1] (see the module docstring) and a summary.
 
-    Computed on every ``coarse``-th sample (the nearest rig vertex's seen weight, faded with the distance to the rig)
-    and trilinearly interpolated: a smooth w keeps the join between the two surfaces smooth."""
+    Computed on samples about ``spacing_m`` apart (the nearest rig vertex's seen weight, faded with the distance to
+    the rig) and trilinearly interpolated: a smooth w keeps the join between the two surfaces smooth."""
+    coarse = max(1, int(round(spacing_m / grid.spacing)))
     verts = [v for v, _ in body]
     vis = []
     for v, f in body:
