@@ -78,6 +78,8 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
         v, f, clean_info = surface.keep_head(v, f, grid, 2.0 if completion is not None else cfg.keep_fraction)
     with _timed(t, "decimate", progress):
         v, f = surface.decimate(v, f, cfg.faces)
+        if completion is not None:  # decimation can pinch off an inner cavity (a closed mouth's): drop it
+            v, f, _ = surface.keep_head(v, f, grid, 2.0)
         info["open_edges"] = surface.open_edges(f)
         n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
     with _timed(t, "unwrap", progress):

@@ -18,6 +18,8 @@ from scipy.sparse.csgraph import connected_components
 
 from backend.export.grid import Grid
 
+PINCH_SEPARATION_M = 2.5e-4  # > Blender's default merge distance (0.1 mm), far below a texel or a cell
+
 
 def marching_cubes(sigma: np.ndarray, level: float, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface sigma = level: vertices float64 [V, 3] head frame, faces int64 [F, 3] wound outward."""
@@ -104,7 +106,7 @@ def decimate(v: np.ndarray, f: np.ndarray, faces: int) -> tuple[np.ndarray, np.n
     Where that leaves open edges (chains of pinched edges), gentler settings are tried; the result with the fewest
     open edges wins (0 for every mesh we have seen)."""
     if len(f) <= faces:
-        return v, f
+        return separate_pinches(*split_pinches(v, f))
     import fast_simplification
 
     best = None
@@ -116,7 +118,28 @@ def decimate(v: np.ndarray, f: np.ndarray, faces: int) -> tuple[np.ndarray, np.n
             best = (n_open, v2, f2)
         if n_open == 0:
             break
-    return best[1], best[2]
+    return separate_pinches(best[1], best[2])
+
+
+def separate_pinches(v: np.ndarray, f: np.ndarray, distance: float = PINCH_SEPARATION_M
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Move the copies that :func:`split_pinches` made of one vertex apart, each ``distance`` towards the centre
+    of its own fan, so no two vertices share a position: the mesh then stays manifold when a tool welds vertices
+    by position (trimesh's merge, Blender's Merge by Distance at its 0.1 mm default)."""
+    _, inverse, counts = np.unique(v, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    shared = counts[inverse] > 1
+    if not shared.any():
+        return v, f
+    centroid = v[f].mean(axis=1)  # [F, 3]
+    idx = f.reshape(-1)
+    fan = np.stack([np.bincount(idx, np.repeat(centroid[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    fan /= np.maximum(np.bincount(idx, minlength=len(v)), 1)[:, None]
+    step = fan - v
+    step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-30)
+    v = v.copy()
+    v[shared] += distance * step[shared]
+    return v, f
 
 
 def open_edges(f: np.ndarray) -> int:
