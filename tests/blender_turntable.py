@@ -1,10 +1,10 @@
 """Run in a subprocess with bpy: import a GLB, render a Cycles turntable, report holes and backdrop-coloured pixels.
 
-Usage: python blender_turntable.py head.glb out_dir -> one JSON line on stdout:
+Usage: python blender_turntable.py head.glb out_dir [r,g,b] -> one JSON line on stdout:
 {"frames": [{"azimuth", "elevation", "coverage", "holes", "backdrop_pixels"}, ...]}. Eight azimuths at elevation 10°
 and one from above (70°), 64 px, 8 samples, a transparent film: the alpha channel is the head's silhouette, and a
-transparent pixel enclosed by the silhouette is a hole. A head pixel is backdrop-coloured when blue dominates (the
-oracle's light-blue backdrop; skin, hair and lips are red-dominant).
+transparent pixel enclosed by the silhouette is a hole. A head pixel is backdrop-coloured when its chromaticity
+(rgb / sum, so lighting does not matter) is within 0.08 of the backdrop's (default: the oracle's light blue).
 """
 
 import json
@@ -16,6 +16,8 @@ import bpy
 import numpy as np
 
 RES, SAMPLES, DISTANCE_M = 64, 8, 1.0
+BACKDROP = (0.55, 0.60, 0.66)  # the oracle's backdrop seen head-on (backend.distill.oracle.background)
+CHROMA_TOL = 0.08
 VIEWS = [(az, 10.0) for az in range(0, 360, 45)] + [(30.0, 70.0)]
 
 
@@ -38,6 +40,8 @@ def enclosed(background: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     glb, out = sys.argv[1], Path(sys.argv[2])
+    backdrop = np.array([float(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else BACKDROP)
+    backdrop_chroma = backdrop / backdrop.sum()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=glb)
     (obj,) = [o for o in bpy.context.scene.objects if o.type == "MESH"]
@@ -76,7 +80,8 @@ def main() -> None:
         bpy.data.images.remove(img)
         head = px[..., 3] > 0.5
         rgb = px[..., :3]
-        blue = head & (rgb[..., 2] > rgb[..., 0] + 0.03) & (rgb[..., 2] >= rgb[..., 1])
+        chroma = rgb / np.maximum(rgb.sum(-1, keepdims=True), 1e-6)
+        blue = head & (np.abs(chroma - backdrop_chroma).max(-1) < CHROMA_TOL)
         frames.append({"azimuth": az, "elevation": el, "coverage": float(head.mean()),
                        "holes": int(enclosed(~head).sum()),
                        "backdrop_pixels": float(blue.sum() / max(head.sum(), 1))})

@@ -30,7 +30,7 @@ from tests.addon_harness import BLENDER_PYTHON, needs_bpy
 from tests.export_helpers import is_closed, load_glb, sample_texture, validate_glb, welded
 
 TURNTABLE_SCRIPT = Path(__file__).with_name("blender_turntable.py")
-BACKDROP = np.array([0.25, 0.45, 0.95])  # a backdrop colour no skin pattern comes near
+BACKDROP = np.array([0.05, 0.9, 0.05])  # a backdrop the field's pattern never comes near (its chromaticity <= 0.57)
 
 
 def unseen(p):
@@ -189,8 +189,8 @@ def test_view_range_is_a_distill_config_knob():
 @pytest.mark.slow
 def test_completed_head_turntable_in_cycles_has_no_holes_or_backdrop(completed, tmp_path):
     _, _, path = completed
-    out = subprocess.run([BLENDER_PYTHON, str(TURNTABLE_SCRIPT), str(path), str(tmp_path)], capture_output=True,
-                         text=True, timeout=400)
+    out = subprocess.run([BLENDER_PYTHON, str(TURNTABLE_SCRIPT), str(path), str(tmp_path),
+                          ",".join(map(str, BACKDROP))], capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     frames = json.loads(out.stdout.strip().splitlines()[-1])["frames"]
     assert len(frames) >= 9 and any(fr["elevation"] >= 60 for fr in frames)  # 8 azimuths and one from above
