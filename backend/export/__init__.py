@@ -3,8 +3,9 @@
     result = export_field(field, ExportConfig(), progress=lambda stage, step, total: ...)
     open("head.glb", "wb").write(result.glb)
 
-Stages (reported through ``progress``): sample -> iso -> [complete] -> marching_cubes -> clean -> decimate -> unwrap -> [fill] -> bake ->
-write. See docs/EXPORT.md.
+Stages (reported through ``progress``): sample -> iso -> [complete] -> marching_cubes -> clean -> decimate ->
+unwrap -> [fill] -> bake -> write; the bracketed ones run with a ``Completion`` (the rig's full head where no view
+looked). See docs/EXPORT.md.
 """
 
 from backend.export.complete import Completion, rig_body
