@@ -9,6 +9,10 @@ BPY_NEXT ?= bpy==5.0.*
 BVENV   := .venv-blender-next
 BSTAMP  := $(BVENV)/.installed
 
+# The Khronos glTF validator (npm), run on exported GLBs by the export tests (tests/export_helpers.validate_glb).
+GLTFV   := build/node/node_modules/gltf-validator/package.json
+GLTFV_PKG ?= gltf-validator@2.0.0-dev.3.10
+
 .PHONY: test install demo bench addon clean gpu-wheels gpu-check-dry
 
 $(VPY):
@@ -27,9 +31,12 @@ $(BSTAMP):
 	$(BVENV)/bin/python -m pip install -q "$(BPY_NEXT)" "trimesh>=4.0" "Pillow>=10"
 	touch $(BSTAMP)
 
+$(GLTFV):
+	npm install --no-audit --no-fund --prefix build/node $(GLTFV_PKG)
+
 install: $(STAMP)
 
-test: $(STAMP) $(BSTAMP)
+test: $(STAMP) $(BSTAMP) $(GLTFV)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 	JOKER_BLENDER_PYTHON=$(BVENV)/bin/python $(VPY) -m pytest -q -m bpy $(PYTEST_ARGS)
 

@@ -123,9 +123,11 @@ def grid_angles(n_az: int = GRID_N_AZ, n_el: int = GRID_N_EL, az_deg: float = GR
     return np.array([(a, e) for a in az for e in el], dtype=np.float64)
 
 
-def reference_grid(res: int = REFERENCE_RES, n_az: int = GRID_N_AZ, n_el: int = GRID_N_EL) -> list[Camera]:
-    """The reference distillation views (400 by default), in the reference's order."""
-    return [orbit_camera(a, e, res) for a, e in grid_angles(n_az, n_el)]
+def reference_grid(res: int = REFERENCE_RES, n_az: int = GRID_N_AZ, n_el: int = GRID_N_EL,
+                   az_deg: float = GRID_AZ_DEG, el_deg: float = GRID_EL_DEG) -> list[Camera]:
+    """The reference distillation views (400 by default), in the reference's order. az_deg / el_deg: half-ranges
+    in degrees (``DistillConfig.view_az_deg`` / ``view_el_deg``)."""
+    return [orbit_camera(a, e, res) for a, e in grid_angles(n_az, n_el, az_deg, el_deg)]
 
 
 def pixel_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:

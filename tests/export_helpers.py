@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,3 +58,33 @@ def is_closed(mesh: trimesh.Trimesh) -> bool:
     for a, b in d:
         fwd[(a, b)] += 1
     return all(fwd.get((b, a), 0) == n for (a, b), n in fwd.items())
+
+
+GLTF_VALIDATOR = "gltf-validator@2.0.0-dev.3.10"  # the Khronos validator, published on npm
+VALIDATOR_DIR = Path(__file__).resolve().parents[1] / "build" / "node"  # `make test` installs it here
+
+
+def gltf_validator() -> Path:
+    """The validator's module folder, installed with npm into build/node (ignored) on first use."""
+    module = VALIDATOR_DIR / "node_modules" / "gltf-validator"
+    if not module.is_dir():
+        if shutil.which("npm") is None:
+            raise RuntimeError(f"the glTF validator needs node and npm; install Node.js 18+ and run `npm install "
+                               f"--prefix {VALIDATOR_DIR} {GLTF_VALIDATOR}`")
+        VALIDATOR_DIR.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(VALIDATOR_DIR),
+                              GLTF_VALIDATOR], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0 or not module.is_dir():
+            raise RuntimeError(f"npm could not install {GLTF_VALIDATOR} into {VALIDATOR_DIR} (npm registry "
+                               f"unreachable?): {out.stderr[-500:]}")
+    return module
+
+
+def validate_glb(glb: bytes, tmp_dir: Path) -> dict:
+    """The Khronos validator's verdict on GLB bytes: {"errors": int, "warnings": int, "messages": [str]}."""
+    path = Path(tmp_dir) / "validate.glb"
+    path.write_bytes(glb)
+    out = subprocess.run(["node", str(Path(__file__).with_name("gltf_validate.mjs")), str(gltf_validator()),
+                          str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

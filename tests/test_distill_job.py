@@ -67,7 +67,7 @@ def test_generate_with_the_oracle_reports_progress_and_returns_renders_and_glb(r
     previews = [e for e in events if e.preview is not None]
     assert len(previews) == 5 and previews[0].preview.shape == (32, 32, 3)  # 3 one-step levels + 1 DDIM run
     names = [a.name for a in result.artifacts]
-    assert names == ["head.glb", "renders.png"]
+    assert names == ["head.glb", "renders.png", "visibility.png"]  # visibility: the export's completion map
     assert result.artifacts[0].data[:4] == b"glTF"
     # The distilled field exports a non-empty, closed mesh of head size inside the NeRF bound.
     import trimesh
@@ -102,7 +102,7 @@ def test_generate_cancels_and_resumes(rig, tmp_path):
     resumed = []
     ctx2 = JobContext("j2", tmp_path, resume=True, emit=resumed.append)
     runner = GenerateRunner()
-    runner._export = lambda field, params, ctx: (None, {"skipped": True})  # export is tested above
+    runner._export = lambda field, params, ctx, cameras: (None, {"skipped": True}, {})  # export is tested above
     result = runner.run(_params(steps=stopped + 10, checkpoint_every=5), _inputs(rig), ctx2)
     assert result.meta["resumed_from"] == stopped and result.meta["steps"] == stopped + 10
     first = [e.step for e in resumed if e.stage == "distill" and "loss" in e.metrics][0]

@@ -3,10 +3,12 @@
     result = export_field(field, ExportConfig(), progress=lambda stage, step, total: ...)
     open("head.glb", "wb").write(result.glb)
 
-Stages (reported through ``progress``): sample -> iso -> marching_cubes -> clean -> decimate -> unwrap -> bake ->
-write. See docs/EXPORT.md.
+Stages (reported through ``progress``): sample -> iso -> [complete] -> marching_cubes -> clean -> decimate ->
+unwrap -> [fill] -> bake -> write; the bracketed ones run with a ``Completion`` (the rig's full head where no view
+looked). See docs/EXPORT.md.
 """
 
+from backend.export.complete import Completion, rig_body
 from backend.export.pipeline import FRAME, ExportResult, export_field
 
-__all__ = ["ExportResult", "export_field", "FRAME"]
+__all__ = ["Completion", "ExportResult", "export_field", "FRAME", "rig_body"]

@@ -2,13 +2,14 @@
 
 Every triangle is rasterised in UV space (Pillow draws each face's id into an int32 image, in C); each covered
 texel's centre is mapped to barycentric coordinates of its face (clamped onto the triangle), then to its 3D surface
-point, where ``Field.colour`` is queried. Seam dilation then gives every empty texel the colour of the nearest
+point, where ``Field.colour`` is queried; with a completion, texels the views saw poorly blend towards the harmonic
+fill of ``backend.export.fill`` (trust interpolated from the vertices' visibility). Seam dilation then gives every empty texel the colour of the nearest
 covered one (a Euclidean distance transform), so bilinear filtering and mip-maps never bleed background into a chart.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -29,6 +30,14 @@ def rasterise_ids(uv: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
 def texel_points(uv: np.ndarray, faces: np.ndarray, positions: np.ndarray, ids: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Surface points of the covered texels: (flat texel indices int [N], head-frame points float32 [N, 3])."""
+    flat, f, bary = texel_barycentrics(uv, faces, ids)
+    return flat, np.einsum("nk,nkd->nd", bary, positions[faces[f]]).astype(np.float32)
+
+
+def texel_barycentrics(uv: np.ndarray, faces: np.ndarray, ids: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The covered texels: flat indices int [N], their face int [N] and barycentrics float64 [N, 3] (clamped onto
+    the face, so texels just outside a triangle's edge take its edge's values)."""
     size = ids.shape[0]
     flat = np.flatnonzero(ids.ravel() >= 0)
     f = ids.ravel()[flat]
@@ -44,8 +53,7 @@ def texel_points(uv: np.ndarray, faces: np.ndarray, positions: np.ndarray, ids: 
     w2 = (d00 * d21 - d01 * d20) / den
     bary = np.clip(np.stack([1.0 - w1 - w2, w1, w2], axis=1), 0.0, None)  # clamp texels just outside onto the face
     bary /= np.maximum(bary.sum(1, keepdims=True), 1e-12)
-    pts = np.einsum("nk,nkd->nd", bary, positions[faces[f]])
-    return flat, pts.astype(np.float32)
+    return flat, f, bary
 
 
 def dilate(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
@@ -57,12 +65,30 @@ def dilate(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
 
 
 def bake(uv: np.ndarray, faces: np.ndarray, positions: np.ndarray, size: int,
-         colour: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
-    """Texture uint8 [size, size, 3] and the covered fraction. ``colour`` maps float32 [N, 3] -> [N, 3] in 0..1."""
+         colour: Callable[[np.ndarray], np.ndarray], seen: Optional[np.ndarray] = None,
+         fill: Optional[np.ndarray] = None) -> tuple[np.ndarray, float, Optional[np.ndarray]]:
+    """Texture uint8 [size, size, 3], the covered fraction and the visibility map (uint8 [size, size], 255 = seen;
+    None without ``seen``). ``colour`` maps float32 [N, 3] -> [N, 3] in 0..1.
+
+    With per-vertex trust ``seen`` float [V] in 0..1 and completed colours ``fill`` float [V, 3], each texel is
+    seen · colour(point) + (1 - seen) · fill (both interpolated from the texel's face), so grazing and unseen
+    samples give way to the fill; unseen texels never query the field."""
     ids = rasterise_ids(uv, faces, size)
-    flat, pts = texel_points(uv, faces, positions, ids)
+    flat, f, bary = texel_barycentrics(uv, faces, ids)
+    pts = np.einsum("nk,nkd->nd", bary, positions[faces[f]]).astype(np.float32)
     rgb = np.zeros((size * size, 3), np.float32)
-    rgb[flat] = np.clip(colour(pts), 0.0, 1.0)
     covered = ids >= 0
+    if seen is None:
+        rgb[flat] = np.clip(colour(pts), 0.0, 1.0)
+        vis = None
+    else:
+        s = np.einsum("nk,nk->n", bary, seen[faces[f]]).astype(np.float32)
+        out = np.einsum("nk,nkc->nc", bary, fill[faces[f]]).astype(np.float32)
+        look = s > 1e-3
+        out[look] += s[look, None] * (colour(pts[look]) - out[look])
+        rgb[flat] = np.clip(out, 0.0, 1.0)
+        vmap = np.zeros(size * size, np.float32)
+        vmap[flat] = s
+        vis = np.round(dilate(vmap.reshape(size, size, 1), covered)[..., 0] * 255.0).astype(np.uint8)
     img = dilate(rgb.reshape(size, size, 3), covered)
-    return np.round(img * 255.0).astype(np.uint8), float(covered.mean())
+    return np.round(img * 255.0).astype(np.uint8), float(covered.mean()), vis

@@ -4,7 +4,7 @@ The rig data (``ict_facekit_f16.npz``: centimetres, +Y up, +Z forward) becomes t
 ``shared.conventions``: metres, origin where the rig converter (``shared.ict``) puts it. The closed body is the skin
 (face + head_neck) with the mouth and eye sockets and the eyeballs, the neck hole capped; its signed distance is
 sampled on a grid (exact distances to dense surface samples in a narrow band, flood-fill signs elsewhere) and
-turned into a NeRF-like density by :class:`backend.export.reference_fields.GridSDFField`.
+turned into a NeRF-like density (``backend.export.complete.sdf_grid``) by :class:`backend.export.reference_fields.GridSDFField`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
+from backend.export.complete import cap_holes, sdf_grid
 from backend.export.reference_fields import GridSDFField
 from shared.conventions import NERF_BOUND_RADIUS_M
 from shared.ict import REGIONS, arrays_from_archive
@@ -58,18 +57,10 @@ def _cap(m: trimesh.Trimesh) -> trimesh.Trimesh:
     return trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
 
 
-def _cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
-    """``m`` closed with :func:`_cap` and oriented outward."""
-    cap = _cap(m)
-    capped = trimesh.Trimesh(cap.vertices, np.concatenate([m.faces, cap.faces]), process=True)
-    trimesh.repair.fix_normals(capped)
-    return capped
-
-
 def head_body(npz: Path) -> list[trimesh.Trimesh]:
     """The closed parts of the true head (capped shell, two eyeballs), outward-oriented, head frame."""
     v, tri, regions = load_ict(npz)
-    parts = [_cap_holes(region_mesh(v, tri, regions, SHELL))]
+    parts = [cap_holes(region_mesh(v, tri, regions, SHELL))]
     for eye in EYES:
         m = region_mesh(v, tri, regions, (eye,))
         trimesh.repair.fix_normals(m)
@@ -88,34 +79,7 @@ def skin_samples(npz: Path, count: int, seed: int = 0) -> np.ndarray:
     return pts
 
 
-def sdf_grid(parts: list[trimesh.Trimesh], resolution: int, bound: float = NERF_BOUND_RADIUS_M,
-             band_cells: int = 3, seed: int = 0) -> np.ndarray:
-    """Signed distance (metres, negative inside) on linspace(-bound, bound, R)³: float32 [R, R, R]."""
-    h = 2.0 * bound / (resolution - 1)
-    area = sum(p.area for p in parts)
-    pts, nrm = [], []
-    for p in parts:
-        s, fi = trimesh.sample.sample_surface(p, int(p.area / area * 6.0 * area / (0.35 * h) ** 2), seed=seed)
-        pts.append(s)
-        nrm.append(p.face_normals[fi])
-    pts, nrm = np.concatenate(pts), np.concatenate(nrm)
-    idx = np.clip(np.round((pts + bound) / h).astype(np.int64), 0, resolution - 1)
-    band = np.zeros((resolution,) * 3, bool)
-    band[idx[:, 0], idx[:, 1], idx[:, 2]] = True
-    band = ndimage.binary_dilation(band, iterations=band_cells)
-    lab, _ = ndimage.label(~band)
-    border = np.unique(np.concatenate([lab[[0, -1]].ravel(), lab[:, [0, -1]].ravel(), lab[:, :, [0, -1]].ravel()]))
-    outside = np.isin(lab, border[border > 0])
-    far = ndimage.distance_transform_edt(~band) * h + band_cells * h
-    sdf = np.where(outside, far, -far).astype(np.float32)
-    bi = np.argwhere(band)
-    q = -bound + bi * h
-    dist, nearest = cKDTree(pts).query(q, workers=2)
-    sign = np.where(np.einsum("ij,ij->i", q - pts[nearest], nrm[nearest]) >= 0, 1.0, -1.0)
-    sdf[bi[:, 0], bi[:, 1], bi[:, 2]] = sign * dist
-    return sdf
-
-
 def ict_head_field(npz: Path, resolution: int = 192, **kw) -> GridSDFField:
     """The true ICT head as a Field (density from its signed distance, colour a known smooth pattern)."""
-    return GridSDFField(sdf_grid(head_body(npz), resolution), NERF_BOUND_RADIUS_M, **kw)
+    parts = [(np.asarray(p.vertices), np.asarray(p.faces)) for p in head_body(npz)]
+    return GridSDFField(sdf_grid(parts, resolution), NERF_BOUND_RADIUS_M, **kw)

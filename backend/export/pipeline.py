@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from backend.export import bake as bake_mod
-from backend.export import surface, unwrap as unwrap_mod, write
+from backend.export import complete, surface, unwrap as unwrap_mod, write
+from backend.export import fill as fill_mod
+from backend.export.complete import Completion
 from backend.export.grid import Grid, _field_device, query, sample_density
 from backend.export.iso import choose_iso_level
 from backend.runner import JobFailed
@@ -39,12 +41,16 @@ def _timed(timings: dict[str, float], stage: str, progress: Progress) -> Iterato
         progress(stage, 1, 1)
 
 
-def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> ExportResult:
+def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
+                 completion: Optional[Completion] = None) -> ExportResult:
     """Extract, clean, decimate, unwrap, bake and write the field's head as a GLB (see the package docstring).
 
     field: a :class:`backend.guidance.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
     total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
-    Raises :class:`backend.runner.JobFailed` when the field holds no surface.
+    completion: the posed rig's body and the training views; with it the surface is completed from the rig where
+    the views did not look, the result is one closed component, and texels the views saw poorly are filled
+    (``files["visibility.png"]`` holds the trust map). Raises :class:`backend.runner.JobFailed` when the field
+    holds no surface.
     """
     cfg = check(cfg)
     grid, t, info = Grid(cfg.resolution), {}, {}
@@ -53,35 +59,60 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
         sigma = sample_density(field, grid, cfg.chunk, progress)  # [R, R, R] per metre
     with _timed(t, "iso", progress):
         level, iso_info = _iso_level(sigma, grid, cfg)
+    if completion is not None:
+        with _timed(t, "complete", progress):
+            phi, complete_info = complete.completed_distance(sigma, level, grid, completion)
+            info.update(complete_info)
     with _timed(t, "marching_cubes", progress):
-        v, f = surface.marching_cubes(sigma, level, grid)
+        if completion is not None:
+            v, f = surface.marching_cubes_sdf(phi, grid)
+            del phi
+        else:
+            v, f = surface.marching_cubes(sigma, level, grid)
         del sigma
         if len(f) == 0:
             raise JobFailed(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
         info["marching_cubes_faces"] = int(len(f))
     with _timed(t, "clean", progress):
-        v, f, clean_info = surface.keep_head(v, f, grid, cfg.keep_fraction)
+        # a completed head is one component: nothing beside it is part of the head
+        v, f, clean_info = surface.keep_head(v, f, grid, 2.0 if completion is not None else cfg.keep_fraction)
     with _timed(t, "decimate", progress):
         v, f = surface.decimate(v, f, cfg.faces)
+        if completion is not None:  # decimation can pinch off an inner cavity (a closed mouth's): drop it
+            v, f, _ = surface.keep_head(v, f, grid, 2.0)
         info["open_edges"] = surface.open_edges(f)
         n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
     with _timed(t, "unwrap", progress):
         uw = unwrap_mod.unwrap(v, f, cfg.texture, cfg.padding, cfg.uv_patches)
     positions, normals = v[uw.source], n[uw.source]
+    device = _field_device(field)
+
+    def colour(p: np.ndarray) -> np.ndarray:
+        return query(field.colour, p, cfg.chunk, device)
+
+    seen = fill_colours = None
+    if completion is not None:
+        with _timed(t, "fill", progress):
+            seen_v = complete.seen_weight(complete.vertex_visibility(v, f, n, completion.cameras),
+                                          *complete.TEXTURE_SEEN_COS)
+            fill_v = fill_mod.harmonic_fill(len(v), f, colour(v.astype(np.float32)), seen_v)
+            seen, fill_colours = seen_v[uw.source], fill_v[uw.source]
+            info["seen_vertex_fraction"] = round(float((seen_v > 0.5).mean()), 4)
     with _timed(t, "bake", progress):
-        device = _field_device(field)
-        texture, coverage = bake_mod.bake(uw.uv, uw.faces, positions, cfg.texture,
-                                          lambda p: query(field.colour, p, cfg.chunk, device))
+        texture, coverage, visibility = bake_mod.bake(uw.uv, uw.faces, positions, cfg.texture, colour, seen,
+                                                      fill_colours)
     with _timed(t, "write", progress):
         glb = write.write_glb(positions, normals, uw.faces, uw.uv, texture)
         files = _extra_files(cfg, positions, normals, uw, texture)
+        if visibility is not None:
+            files["visibility.png"] = write.png_bytes(visibility)
     t["total"] = round(time.perf_counter() - t_start, 3)
     lo, hi = positions.min(0), positions.max(0)
     meta = {"faces": int(len(uw.faces)), "vertices": int(len(positions)), "texture": [cfg.texture, cfg.texture],
             "units": "m", "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
             "charts": uw.charts, "uv_utilization": round(uw.utilization, 4), "texel_coverage": round(coverage, 4),
             "bbox_min_m": lo.round(5).tolist(), "bbox_max_m": hi.round(5).tolist(), "timings_s": t,
-            "grid": cfg.resolution, "format": cfg.format}
+            "grid": cfg.resolution, "format": cfg.format, "completed": completion is not None}
     return ExportResult(glb=glb, meta=meta, files=files)
 
 

@@ -18,6 +18,8 @@ from scipy.sparse.csgraph import connected_components
 
 from backend.export.grid import Grid
 
+PINCH_SEPARATION_M = 2.5e-4  # > Blender's default merge distance (0.1 mm), far below a texel or a cell
+
 
 def marching_cubes(sigma: np.ndarray, level: float, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface sigma = level: vertices float64 [V, 3] head frame, faces int64 [F, 3] wound outward."""
@@ -27,6 +29,18 @@ def marching_cubes(sigma: np.ndarray, level: float, grid: Grid) -> tuple[np.ndar
     v = grid.to_head(v - 1.0)
     f = f.astype(np.int64)
     if len(f) and signed_volume(v, f) < 0:  # the density grows inward, so outward winding has positive volume
+        f = f[:, ::-1].copy()
+    return v, f
+
+
+def marching_cubes_sdf(phi: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Zero set of a signed distance phi float [R, R, R] (negative inside): vertices float64 [V, 3] head frame,
+    faces int64 [F, 3] wound outward. Padded with outside so the surface closes at the bound."""
+    g = np.pad(-phi, 1, constant_values=-float(np.abs(phi).max() + grid.spacing))
+    v, f = mcubes.marching_cubes(g, 0.0)
+    v = grid.to_head(v - 1.0)
+    f = f.astype(np.int64)
+    if len(f) and signed_volume(v, f) < 0:
         f = f[:, ::-1].copy()
     return v, f
 
@@ -62,7 +76,8 @@ def components(n_vertices: int, f: np.ndarray) -> np.ndarray:
 
 
 def keep_head(v: np.ndarray, f: np.ndarray, grid: Grid, keep_fraction: float) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Drop floaters, cavities and background; returns the compacted mesh and a summary."""
+    """Drop floaters, cavities and background; returns the compacted mesh and a summary. ``keep_fraction`` > 1
+    keeps the head alone."""
     label = components(len(v), f)
     ids, inverse = np.unique(label, return_inverse=True)
     area = np.bincount(inverse, weights=face_areas(v, f))
@@ -91,7 +106,7 @@ def decimate(v: np.ndarray, f: np.ndarray, faces: int) -> tuple[np.ndarray, np.n
     Where that leaves open edges (chains of pinched edges), gentler settings are tried; the result with the fewest
     open edges wins (0 for every mesh we have seen)."""
     if len(f) <= faces:
-        return v, f
+        return separate_pinches(*split_pinches(v, f))
     import fast_simplification
 
     best = None
@@ -103,7 +118,28 @@ def decimate(v: np.ndarray, f: np.ndarray, faces: int) -> tuple[np.ndarray, np.n
             best = (n_open, v2, f2)
         if n_open == 0:
             break
-    return best[1], best[2]
+    return separate_pinches(best[1], best[2])
+
+
+def separate_pinches(v: np.ndarray, f: np.ndarray, distance: float = PINCH_SEPARATION_M
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Move the copies that :func:`split_pinches` made of one vertex apart, each ``distance`` towards the centre
+    of its own fan, so no two vertices share a position: the mesh then stays manifold when a tool welds vertices
+    by position (trimesh's merge, Blender's Merge by Distance at its 0.1 mm default)."""
+    _, inverse, counts = np.unique(v, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    shared = counts[inverse] > 1
+    if not shared.any():
+        return v, f
+    centroid = v[f].mean(axis=1)  # [F, 3]
+    idx = f.reshape(-1)
+    fan = np.stack([np.bincount(idx, np.repeat(centroid[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    fan /= np.maximum(np.bincount(idx, minlength=len(v)), 1)[:, None]
+    step = fan - v
+    step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-30)
+    v = v.copy()
+    v[shared] += distance * step[shared]
+    return v, f
 
 
 def open_edges(f: np.ndarray) -> int:
@@ -143,8 +179,21 @@ def split_pinches(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals: float32 [V, 3]."""
+    """Area-weighted unit vertex normals: float32 [V, 3], never of zero length (glTF requires unit normals).
+
+    A vertex whose faces cancel or have no area (a needle left by decimation, an unreferenced vertex) takes the
+    unweighted mean of its faces' unit normals, else the direction from the mesh's centroid, else +Y."""
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
     idx = f.reshape(-1)
     n = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)).astype(np.float32)
+    length = np.linalg.norm(n, axis=1)
+    bad = length <= 1e-12 * max(float(length.max(initial=0.0)), 1e-30)
+    if bad.any():
+        unit = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-30)
+        alt = np.stack([np.bincount(idx, np.repeat(unit[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+        radial = v - v.mean(axis=0)
+        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-6, alt, radial)
+        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-12, alt, np.array([0.0, 1.0, 0.0]))
+        n[bad] = alt[bad]
+    n = n / np.linalg.norm(n, axis=1, keepdims=True)
+    return n.astype(np.float32)

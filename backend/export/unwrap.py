@@ -15,6 +15,7 @@ import numpy as np
 import xatlas
 
 MIN_PATCH_FACES = 1500  # smaller pieces only add seams
+CHART_MAX_COST, CHART_NORMAL_WEIGHT = 8.0, 1.0  # xatlas ChartOptions (defaults 2.0, 2.0)
 
 
 @dataclass
@@ -61,6 +62,9 @@ def unwrap(v: np.ndarray, f: np.ndarray, texture: int, padding: int, n_patches: 
         atlas.add_mesh(v[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32))
         pieces.append(used)
     chart, pack = xatlas.ChartOptions(), xatlas.PackOptions()
+    # larger charts than xatlas's defaults (max_cost 2): a head's gently curved skin unfolds with little stretch,
+    # and every chart costs padding texels and a seam
+    chart.max_cost, chart.normal_deviation_weight = CHART_MAX_COST, CHART_NORMAL_WEIGHT
     pack.resolution, pack.padding, pack.bilinear = texture, padding, True
     atlas.generate(chart, pack)
     if atlas.atlas_count != 1:  # charts overflowed the requested size: let xatlas pick one (larger) atlas

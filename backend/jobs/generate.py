@@ -45,7 +45,7 @@ class GenerateRunner:
         counter = CostCounter()
         reset_peak_cuda(ctx.device)
         vertices, faces = _mesh(inputs)
-        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el)
+        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
         if self._guidance_factory is not None:
             with counter.timed("prior_load", ctx.device):
                 guidance = self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
@@ -74,9 +74,11 @@ class GenerateRunner:
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
                 "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
         with counter.timed("export", ctx.device):
-            glb, export_meta = self._export(result.field, params, ctx)
+            glb, export_meta, files = self._export(result.field, params, ctx, cameras)
         if glb is not None:
             artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
+        if "visibility.png" in files:  # which texels the views saw (255) and which the export completed (0)
+            artifacts.append(Artifact("visibility.png", "image/png", files["visibility.png"]))
         meta["export"] = export_meta
         meta["total_s"] = round(time.monotonic() - started, 1)
         meta["costs"] = counter.as_dict()
@@ -137,17 +139,37 @@ class GenerateRunner:
         return LPIPS.from_file(path), []
 
     # --- 5. export -----------------------------------------------------------------------------------------------------
-    def _export(self, field, params: GenerateParams, ctx: JobContext) -> tuple[Optional[bytes], dict]:
+    def _export(self, field, params: GenerateParams, ctx: JobContext, cameras: list[Camera]
+                ) -> tuple[Optional[bytes], dict, dict[str, bytes]]:
         from backend.export import export_field
 
         def progress(stage: str, step: int, total: int) -> None:
             ctx.progress("export", step, total, stage)
 
+        completion = completion_for(params, cameras)
         try:
-            out = export_field(field, params.export, progress=progress)
+            out = export_field(field, params.export, progress=progress, completion=completion)
         except JobFailed as e:
             raise JobFailed(f"export: {e}", e.hint, e.code) from e
-        return out.glb, out.meta
+        if completion is None:
+            out.meta["completion_note"] = (f"the backend has no rig named {params.rig.model!r}: the head is exported "
+                                           "as the views saw it, without completion behind and above")
+        return out.glb, out.meta, out.files
+
+
+def completion_for(params: GenerateParams, cameras: list[Camera]):
+    """The posed rig's closed body and the training views (``backend.export.Completion``), or None when the backend
+    does not have the named rig (then the export keeps what the views saw)."""
+    from backend.export import Completion, rig_body
+    from shared.morphable import RigNotFound, load_default_rig
+
+    rig = params.rig
+    try:
+        model = load_default_rig(rig.model)
+    except (RigNotFound, ValueError):
+        return None
+    vertices = model.evaluate(rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
+    return Completion(rig_body(model, vertices), cameras)
 
 
 def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):

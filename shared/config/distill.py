@@ -78,8 +78,16 @@ class DistillConfig:
     preset: str = spec("paper", choices=tuple(PRESETS), doc="paper: the reference schedule; fast: GPU, ~1/3 the "
                        "time; turbo: GPU, minutes (1/25 of the paper's prior passes, 256 px); draft: a CPU demo in "
                        "minutes. Fields left empty take the preset's value")
-    n_az: Optional[int] = spec(None, lo=1, hi=64, doc="views: azimuths in [-45, 45] deg (20 in the reference)")
-    n_el: Optional[int] = spec(None, lo=1, hi=64, doc="views: elevations in [-20, 20] deg (20 in the reference)")
+    n_az: Optional[int] = spec(None, lo=1, hi=64, doc="views: azimuths in [-view_az_deg, view_az_deg] (20 in the "
+                               "reference)")
+    n_el: Optional[int] = spec(None, lo=1, hi=64, doc="views: elevations in [-view_el_deg, view_el_deg] (20 in the "
+                               "reference)")
+    # The view range is the same for every preset (the reference's), so it has a value rather than None: widen it
+    # where the prior can draw the side or the back of a head; the export completes what the views never saw.
+    view_az_deg: float = spec(45.0, lo=0.0, hi=180.0, doc="views: azimuth half-range in degrees (45 in the "
+                              "reference; 180 goes all around)")
+    view_el_deg: float = spec(20.0, lo=0.0, hi=80.0, doc="views: elevation half-range in degrees (20 in the "
+                              "reference)")
     levels: Optional[int] = spec(None, lo=2, hi=1000, doc="DDIM noise levels from t=999 down (100 in the reference)")
     stage1_fraction: Optional[float] = spec(None, lo=0.0, hi=1.0,
                                             doc="share of levels run as Stage 1 (one-step x0 per level); the rest "

@@ -1,0 +1,255 @@
+"""Completion: the posed rig's full head where no training view looked, joined to the distilled surface.
+
+The distillation's views cover a cone in front of the face (azimuth ±45°, elevation ±20° by default), so the field
+behind, above and below the head is whatever its initial blob became. The export therefore builds one implicit
+surface from two signed distances on its grid (metres, negative inside):
+
+    phi = w · phi_field + (1 - w) · phi_rig
+
+* ``phi_rig``: the signed distance to the posed rig's closed body (skin, mouth and eye sockets, the neck hole capped,
+  eyeballs), exact in a narrow band, flood-filled signs elsewhere (:func:`sdf_grid`).
+* ``phi_field``: the field's density around the chosen iso-level as a distance, first order
+  (-(log sigma - log L) / |grad log sigma|), clipped to ±``FIELD_BAND_CELLS`` cells: its zero set is exactly the iso-surface.
+* ``w`` in [0, 1]: how well the views saw the rig surface nearest to the point (:func:`vertex_visibility`: the best
+  cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``), faded to 0 beyond
+  ``NEAR_M``..``FAR_M`` from the rig, so volume the prior added (hair, a tongue) wins where it was seen, and
+  debris far from the head never does.
+
+w is smooth (computed on a coarse grid and interpolated), so the two surfaces meet without a step or a crease;
+one marching cubes run on phi and keeping the component that holds the origin give one closed manifold head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import trimesh
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from backend.export.grid import Grid
+from shared.conventions import NERF_BOUND_RADIUS_M, Camera
+
+SHELL_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")  # closed but for the neck
+EYE_REGIONS = ("eyeball_L", "eyeball_R")
+SEEN_COS = (0.45, 0.8)  # visibility below the first counts as unseen, above the second as fully seen (63°, 37°)
+TEXTURE_SEEN_COS = (0.5, 0.85)  # stricter for colour: grazing samples pick up the background (60°, 32°)
+NEAR_M, FAR_M = 0.02, 0.04  # the field's say fades from full to none between these distances from the rig
+SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
+FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
+DEPTH_RES = 160  # pixels of the depth maps used for occlusion (1.4 mm per pixel at the face)
+DEPTH_TOL_M = 0.006  # a point this far behind the nearest surface still counts as seen (rasterisation, thin rims)
+MAX_VIEWS = 48  # visibility needs the range of directions, not every view: at most this many, evenly spread
+
+
+@dataclass
+class Completion:
+    """What the export needs to complete a head: the rig's closed body and the views the field was trained on.
+
+    body: closed, outward-wound parts of the posed rig, each (vertices float [V, 3] head frame in metres,
+    faces int [F, 3]); cameras: the distillation's views (any resolution)."""
+
+    body: list[tuple[np.ndarray, np.ndarray]]
+    cameras: Sequence[Camera]
+
+
+def cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
+    """``m`` with each boundary loop (the neck cut) closed by a fan around the loop's centroid, outward-wound."""
+    edges = m.edges_sorted
+    boundary = edges[trimesh.grouping.group_rows(edges, require_count=1)]
+    faces, verts, n = [m.faces], [m.vertices], len(m.vertices)
+    for loop in trimesh.graph.connected_components(boundary, min_len=3):
+        verts.append(m.vertices[loop].mean(axis=0)[None])
+        members = set(loop)
+        faces.append(np.array([[a, b, n] for a, b in boundary if a in members]))
+        n += 1
+    capped = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=True)
+    trimesh.repair.fix_normals(capped)
+    return capped
+
+
+def rig_body(model: Any, vertices: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The closed parts of a posed ``shared.morphable.MorphableModel``: the capped shell and the eyeballs.
+
+    vertices: float [V, 3] the posed rig (``model.evaluate(...)``), head frame, metres."""
+    v = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(model.faces, dtype=np.int64)
+    parts = []
+    for names, cap in ((SHELL_REGIONS, True),) + tuple(((e,), False) for e in EYE_REGIONS):
+        present = [n for n in names if n in model.region_names]
+        if not present:
+            continue
+        keep = model.region_mask(*present)
+        m = trimesh.Trimesh(v, faces[keep[faces].all(axis=1)], process=False)
+        m.remove_unreferenced_vertices()
+        if len(m.faces) == 0:
+            continue
+        if cap:
+            m = cap_holes(m)
+        else:
+            trimesh.repair.fix_normals(m)
+        parts.append((np.asarray(m.vertices), np.asarray(m.faces, dtype=np.int64)))
+    if not parts:
+        raise ValueError(f"rig has none of the regions {SHELL_REGIONS}: no body to complete the head with")
+    return parts
+
+
+def sdf_grid(parts: list[tuple[np.ndarray, np.ndarray]], resolution: int, bound: float = NERF_BOUND_RADIUS_M,
+             band_cells: int = 2, seed: int = 0) -> np.ndarray:
+    """Signed distance (metres, negative inside) to closed parts on linspace(-bound, bound, R)³: float32 [R, R, R].
+
+    Within ``band_cells`` of the surface: the distance to the tangent plane of the nearest of dense surface samples
+    (about 0.6 cells apart; exact to second order, so the zero set is smooth); elsewhere the distance transform of
+    the band, signed by a flood fill from the grid's border (the parts must be closed)."""
+    meshes = [trimesh.Trimesh(v, f, process=False) for v, f in parts]
+    h = 2.0 * bound / (resolution - 1)
+    pts, nrm = [], []
+    for m in meshes:
+        s, fi = trimesh.sample.sample_surface(m, int(3.0 * m.area / (0.6 * h) ** 2) + 1, seed=seed)
+        pts.append(s)
+        nrm.append(m.face_normals[fi])
+    pts, nrm = np.concatenate(pts), np.concatenate(nrm)
+    idx = np.clip(np.round((pts + bound) / h).astype(np.int64), 0, resolution - 1)
+    band = np.zeros((resolution,) * 3, bool)
+    band[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    band = ndimage.binary_dilation(band, iterations=band_cells)
+    lab, _ = ndimage.label(~band)
+    border = np.unique(np.concatenate([lab[[0, -1]].ravel(), lab[:, [0, -1]].ravel(), lab[:, :, [0, -1]].ravel()]))
+    is_border = np.zeros(int(lab.max()) + 1, bool)
+    is_border[border[border > 0]] = True
+    outside = is_border[lab]
+    far = _coarse_distance(band, h) + np.float32(band_cells * h)
+    sdf = np.where(outside, far, -far)
+    del far, outside, lab
+    bi = np.argwhere(band)
+    q = -bound + bi * h
+    dist, nearest = cKDTree(pts).query(q, workers=2)
+    plane = np.einsum("ij,ij->i", q - pts[nearest], nrm[nearest])
+    near = dist < 1.5 * h
+    sdf[bi[:, 0], bi[:, 1], bi[:, 2]] = np.where(near, plane, np.sign(plane) * dist)
+    return sdf
+
+
+def _coarse_distance(band: np.ndarray, h: float, c: int = 4) -> np.ndarray:
+    """Distance (metres) to the nearest ``band`` sample, from a distance transform on blocks of c³ samples, linearly
+    interpolated: float32 [R, R, R]. Off by up to ~c cells, which only matters far from the surface (the band is
+    exact), and 50x cheaper than a full-resolution transform."""
+    R = band.shape[0]
+    Rc = -(-R // c)
+    padded = np.zeros((Rc * c,) * 3, bool)
+    padded[:R, :R, :R] = band
+    coarse = padded.reshape(Rc, c, Rc, c, Rc, c).any(axis=(1, 3, 5))
+    d = ndimage.distance_transform_edt(~coarse).astype(np.float32) * (c * h)
+    m = _linear_interpolation(np.arange(Rc, dtype=np.float32) * c + (c - 1) / 2.0, np.arange(R, dtype=np.float32))
+    return _upsample(d, m)
+
+
+def _upsample(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32 [R, R, R]."""
+    y = np.tensordot(m, x, axes=(1, 0))
+    y = np.tensordot(y, m, axes=(1, 1)).transpose(0, 2, 1)
+    return np.tensordot(y, m, axes=(2, 1)).astype(np.float32)
+
+
+def _spread(cameras: Sequence[Camera], limit: int = MAX_VIEWS) -> list[Camera]:
+    idx = np.unique(np.linspace(0, len(cameras) - 1, min(limit, len(cameras))).round().astype(int))
+    return [cameras[i].scaled(DEPTH_RES) for i in idx]
+
+
+def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
+                      cameras: Sequence[Camera]) -> np.ndarray:
+    """How well the views saw each vertex: max over views of cos(normal, direction to the camera) where the vertex
+    is not hidden behind the mesh (z-buffer of the mesh itself, ``DEPTH_TOL_M``). float32 [V] in [0, 1].
+
+    vertices float [V, 3] head frame (metres), faces int [F, 3], normals float [V, 3] unit, outward."""
+    import torch
+
+    from backend.render import rasterize_chunks
+    from shared.conventions import project_points
+
+    v = np.asarray(vertices, dtype=np.float64)
+    cams = _spread(cameras)
+    best = np.zeros(len(v), np.float32)
+    vt = torch.from_numpy(np.ascontiguousarray(v, np.float32))
+    ft = torch.from_numpy(np.ascontiguousarray(faces, np.int64))
+    for chunk, frag in rasterize_chunks(vt, ft, cams):
+        depth = frag.depth.numpy()  # [n, H, W], 0 on background
+        for k, cam in enumerate(cams[chunk]):
+            px, z = project_points(cam, v)
+            col = np.clip(px[:, 0].astype(np.int64), 0, cam.width - 1)
+            row = np.clip(px[:, 1].astype(np.int64), 0, cam.height - 1)
+            d = depth[k, row, col]
+            inside = (px[:, 0] >= 0) & (px[:, 0] < cam.width) & (px[:, 1] >= 0) & (px[:, 1] < cam.height)
+            shown = inside & (z > 0) & ((d <= 0) | (z <= d + DEPTH_TOL_M))
+            to_cam = cam.centre[None] - v
+            cos = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
+            best = np.maximum(best, np.where(shown, np.clip(cos, 0.0, 1.0), 0.0).astype(np.float32))
+    return best
+
+
+def seen_weight(visibility: np.ndarray, lo: float = SEEN_COS[0], hi: float = SEEN_COS[1]) -> np.ndarray:
+    """Visibility -> trust in what the views showed, 0..1 with a smooth (smoothstep) transition."""
+    x = np.clip((np.asarray(visibility, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return (x * x * (3.0 - 2.0 * x)).astype(np.float32)
+
+
+def field_distance(sigma: np.ndarray, level: float, grid: Grid) -> np.ndarray:
+    """The density's iso-surface sigma = level as a clipped first-order signed distance (metres, negative inside):
+    -(log sigma - log L) / |grad log sigma| within ±FIELD_BAND_CELLS cells. float32 [R, R, R]."""
+    floor = level * 1e-4
+    g = np.log(np.maximum(sigma, floor), dtype=np.float32) - np.float32(np.log(level))  # > 0 inside
+    gx, gy, gz = np.gradient(g, grid.spacing)
+    mag = np.sqrt(gx * gx + gy * gy + gz * gz)
+    del gx, gy, gz
+    band = FIELD_BAND_CELLS * grid.spacing
+    mag = np.maximum(mag, 1.0 / band)  # flat regions (deep inside, empty space): only the sign counts
+    return np.clip(-g / mag, -band, band).astype(np.float32)
+
+
+def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], grid: Grid,
+                 spacing_m: float = 0.006) -> tuple[np.ndarray, dict[str, float]]:
+    """w on the grid: float32 [R, R, R] in [0, 1] (see the module docstring) and a summary.
+
+    Computed on samples about ``spacing_m`` apart (the nearest rig vertex's seen weight, faded with the distance to
+    the rig) and trilinearly interpolated: a smooth w keeps the join between the two surfaces smooth."""
+    coarse = max(1, int(round(spacing_m / grid.spacing)))
+    verts = [v for v, _ in body]
+    vis = []
+    for v, f in body:
+        n = trimesh.Trimesh(v, f, process=False).vertex_normals
+        vis.append(vertex_visibility(v, f, n, cameras))
+    allv, allw = np.concatenate(verts), seen_weight(np.concatenate(vis))
+    ax = grid.axis()[::coarse]
+    if ax[-1] < grid.bound:  # cover the far edge so the interpolation never extrapolates
+        ax = np.append(ax, grid.bound)
+    q = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    dist, nearest = cKDTree(allv).query(q, workers=2)
+    fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0)
+    wc = (allw[nearest] * fade).reshape(len(ax), len(ax), len(ax)).astype(np.float32)
+    w = _upsample(wc, _linear_interpolation(ax, grid.axis()))
+    return np.clip(w, 0.0, 1.0), {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)}
+
+
+def _linear_interpolation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Matrix float32 [len(dst), len(src)] of 1D linear interpolation from samples at ``src`` to points ``dst``."""
+    m = np.zeros((len(dst), len(src)), np.float32)
+    j = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
+    t = np.clip((dst - src[j]) / (src[j + 1] - src[j]), 0.0, 1.0)
+    m[np.arange(len(dst)), j] = 1.0 - t
+    m[np.arange(len(dst)), j + 1] = t
+    return m
+
+
+def completed_distance(sigma: np.ndarray, level: float, grid: Grid, completion: Completion
+                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside; and a summary."""
+    phi_rig = sdf_grid(completion.body, grid.resolution, grid.bound)
+    w, info = blend_weight(completion.body, completion.cameras, grid)
+    phi = field_distance(sigma, level, grid)
+    phi *= w
+    phi += (1.0 - w) * phi_rig
+    # a light smoothing (well under a cell) takes the NeRF's voxel-scale noise out of the surface: fewer slivers for
+    # the decimator, fewer UV charts, no change at the scale of a feature
+    return ndimage.gaussian_filter(phi, SMOOTH_CELLS), info
