@@ -11,6 +11,7 @@ from .shared.protocol import MAX_IMAGE_SIDE
 NORMAL_MAP_IMAGE = "Joker Normal Map"
 PREVIEW_IMAGE = "Joker Preview"
 PROGRESS_IMAGE = "Joker Progress"
+ALIGNED_IMAGE = "Joker Aligned Crop"  # the reference as the prior sees it, with the fitted landmarks
 
 
 def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
@@ -61,3 +62,18 @@ def image_to_png(image: bpy.types.Image, max_side: int = 2048) -> bytes:
     else:
         px = read_image(image)
     return encode_png(np.ascontiguousarray(px[..., :3]))
+
+
+def photo_bytes(image: bpy.types.Image) -> bytes:
+    """The photo file as stored (EXIF orientation and bit depth kept for the backend's decoder): the packed file,
+    else the file on disk, else the pixels as PNG (generated or edited images)."""
+    if image.packed_file is not None:
+        return bytes(image.packed_file.data)
+    if image.source == "FILE" and not image.is_dirty:
+        path = bpy.path.abspath(image.filepath)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            pass  # moved or unsaved: send what Blender shows
+    return image_to_png(image)

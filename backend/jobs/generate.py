@@ -83,7 +83,7 @@ class GenerateRunner:
             return guidance
         import torch
 
-        from backend.jobs.preview import read_reference
+        from backend.jobs.photos import read_reference
         from backend.prior import load_prior
         from backend.prior.guidance import PriorGuidance
         from backend.render import render_normal_maps
@@ -96,7 +96,8 @@ class GenerateRunner:
         ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
         reference = None
         if inputs.get("reference") is not None:
-            reference = torch.from_numpy(read_reference(inputs["reference"], prior.resolution))[None]
+            ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
+            reference = torch.from_numpy(ref)[None]
         return PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
                              cfg=params.cfg)
 

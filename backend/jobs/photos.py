@@ -1,0 +1,136 @@
+"""Photos as jobs receive them: decoded within the protocol's limits, their face found, the reference framed.
+
+Shared by the ``fit`` job (any photo file) and by ``preview`` / ``generate`` (the ``reference`` portrait). Every
+failure is a :class:`JobFailed` naming the input, what was expected and the fix; ``backend.fit`` raises its own
+errors (``PhotoError``, ``FitError``: code, message, hint), converted here so the ML code never imports the job
+service.
+
+Frames: image px are the photo's pixels after EXIF orientation (x right, y down, (0, 0) the top-left corner);
+crop px are the 512² aligned crop's pixels (``backend.fit.reference_crop``).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Union
+
+import numpy as np
+
+from backend.runner import JobContext, JobFailed
+from shared.protocol import MAX_IMAGE_SIDE, Blob, Png
+
+Payload = Union[Png, Blob, bytes]
+
+
+def payload_bytes(payload: Payload) -> bytes:
+    return payload.data if isinstance(payload, (Png, Blob)) else bytes(payload)
+
+
+def check_image_size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) from the image header alone (nothing decoded); over the protocol's side limit fails with
+    code ``image_too_large`` before any pixels are allocated."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise JobFailed(f"inputs.{name}: expected an image file (PNG, JPEG, TIFF, WebP), could not read it ({e})",
+                        f"send {name} as a photo file; re-save it from an image editor if it is damaged",
+                        code="invalid_image") from None
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise JobFailed(f"inputs.{name}: expected an image at most {MAX_IMAGE_SIDE} px a side (the protocol's "
+                        f"limit), received {w}x{h}", f"downscale {name} to at most {MAX_IMAGE_SIDE} px a side",
+                        code="image_too_large")
+    return w, h
+
+
+def decode_photo(payload: Payload, name: str) -> np.ndarray:
+    """A photo payload -> float32 [H, W, 3] RGB in 0..1 (EXIF orientation applied, alpha composited)."""
+    data = payload_bytes(payload)
+    check_image_size(data, name)
+    from backend.fit import PhotoError, load_photo  # the detector stack loads torch
+
+    try:
+        return load_photo(data, name=name)
+    except PhotoError as e:
+        raise as_job_failed(e, name) from None
+
+
+def as_job_failed(e: Exception, name: str) -> JobFailed:
+    """A ``backend.fit`` error (code, message, hint) as the job's failure, naming the input."""
+    message = str(getattr(e, "message", "") or e)
+    if f"inputs.{name}" not in message:
+        message = f"inputs.{name}: {message}"
+    return JobFailed(message, getattr(e, "hint", ""), code=getattr(e, "code", "fit_failed"))
+
+
+def faces_warning(faces: list, name: str) -> str:
+    """The warning for a photo with several faces: the largest is used, the others are named by their boxes."""
+    others = "; ".join(f"face {i + 1} at x {f.box[0]:.0f}..{f.box[2]:.0f}, y {f.box[1]:.0f}..{f.box[3]:.0f} px"
+                       for i, f in enumerate(faces[1:], start=1))
+    b = faces[0].box
+    return (f"inputs.{name}: {len(faces)} faces found; using the largest (x {b[0]:.0f}..{b[2]:.0f}, "
+            f"y {b[1]:.0f}..{b[3]:.0f} px) and ignoring {others}. Crop the photo to one face to choose another.")
+
+
+def largest_face(image: np.ndarray, name: str, ctx: JobContext) -> Any:
+    """The photo's largest face (``backend.fit.Face``); several faces report a warning event naming the others."""
+    from backend.fit import detect_faces
+
+    faces = detect_faces(image)
+    if not faces:
+        h, w = image.shape[:2]
+        raise JobFailed(f"inputs.{name}: expected a photo with a face, found none in the {w}x{h} image",
+                        f"send a photo where the face is visible and at least ~60 px tall, or set "
+                        f"reference_framing to \"centre\" to use the image without a face", code="no_face")
+    if len(faces) > 1:
+        warn(ctx, faces_warning(faces, name))
+    return faces[0]
+
+
+def warn(ctx: JobContext, message: str) -> None:
+    """A warning the user sees: a progress event of stage ``warning`` (shown by the CLI and the add-on)."""
+    ctx.progress("warning", 0, 0, message)
+
+
+def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobContext) -> np.ndarray:
+    """The ``reference`` portrait -> float32 [3, R, R] in 0..1, framed as the prior was trained.
+
+    ``aligned``: the face's 5 landmarks fitted to the 5 standard 3D landmarks, cropped as the reference
+    implementation does (``backend.fit.reference_crop``: 512², black outside the photo), Lanczos to R when R != 512.
+    ``centre``: the centre square, Lanczos to R (for images without a detectable face).
+    Several faces report a warning through ``ctx``.
+    """
+    from PIL import Image
+
+    if framing == "centre":
+        rgb = _centre_square(payload)
+    elif framing == "aligned":
+        image = decode_photo(payload, "reference")
+        face = largest_face(image, "reference", ctx)
+        from backend.fit import reference_crop
+
+        rgb = reference_crop(image, face.landmarks5).image  # uint8 [512, 512, 3]
+    else:
+        raise JobFailed(f"params.reference_framing: expected aligned or centre, received {framing!r}",
+                        "choose aligned (the default) or centre", code="invalid_field")
+    if rgb.shape[0] != resolution:
+        rgb = np.asarray(Image.fromarray(rgb).resize((resolution, resolution), Image.LANCZOS))
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+def _centre_square(payload: Payload) -> np.ndarray:
+    """uint8 [S, S, 3]: the centre square of the reference (EXIF orientation applied)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    data = payload_bytes(payload)
+    check_image_size(data, "reference")
+    try:
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise JobFailed(f"inputs.reference: expected a PNG image, could not decode it ({e})",
+                        "send the portrait as PNG", code="invalid_input") from e
+    w, h = image.size
+    s = min(w, h)
+    return np.asarray(image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)))
