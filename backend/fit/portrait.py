@@ -1,0 +1,70 @@
+"""From a portrait to an aligned crop and a fitted rig: detect, crop, landmarks, fit (one call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.morphable import MorphableModel
+
+from .crop import Crop, reference_crop
+from .detect import Face, detect_faces
+from .errors import FitError
+from .landmarks import detect_landmarks
+from .rigfit import RigFit, fit_rig
+
+MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)
+
+
+@dataclass
+class PortraitFit:
+    """Everything the fit found.
+
+    crop:      the reference crop (uint8 [512, 512, 3] and its affine from the photo).
+    face:      the face used (photo px).
+    landmarks: float64 [68, 2] iBUG landmarks in crop px.
+    fit:       the fitted rig.
+    warnings:  other faces, profile views, a rough fit.
+    """
+
+    crop: Crop
+    face: Face
+    landmarks: np.ndarray
+    fit: RigFit
+    warnings: list[str] = field(default_factory=list)
+
+
+def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
+    if not faces:
+        raise FitError(name, "a photo with a face", "no face found",
+                       "use a photo where the face is visible, lit and at least 40 px tall", code="no_face")
+    face, others = faces[0], faces[1:]
+    warnings = []
+    if others:
+        where = ", ".join(f"at ({(f.box[0] + f.box[2]) / 2:.0f}, {(f.box[1] + f.box[3]) / 2:.0f}) px, "
+                          f"{f.size:.0f} px" for f in others[:5])
+        warnings.append(f"{len(others)} other face(s) ignored ({where}); the largest, {face.size:.0f} px, is used")
+    if face.eye_distance < MIN_EYE_DISTANCE_PX:
+        raise FitError(name, f"a face with eyes at least {MIN_EYE_DISTANCE_PX:.0f} px apart",
+                       f"{face.eye_distance:.1f} px ({face.size:.0f} px face)",
+                       "use a larger photo or crop closer to the face", code="face_too_small")
+    return face, warnings
+
+
+def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool = True, fit_expression: bool = True,
+                 fit_pose: bool = True, name: str = "image") -> PortraitFit:
+    """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does, find 68
+    landmarks and fit ``rig`` to them. Raises FitError (no face, face too small, fit failed); other faces and
+    extreme profiles become warnings."""
+    face, warnings = _choose_face(detect_faces(image), name)
+    crop = reference_crop(image, face.landmarks5)
+    landmarks = crop.points_to_crop(detect_landmarks(image, face))
+    fit = fit_rig(rig, landmarks, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose)
+    if fit.verdict == "failed":
+        raise FitError(name, "landmarks the rig can follow", f"a median residual of "
+                       f"{np.median(fit.residual_px):.1f} px", "use a clearer, more frontal photo of one face",
+                       code="fit_failed")
+    if fit.verdict == "rough":
+        warnings.append(f"rough fit: median landmark error {np.median(fit.residual_px):.1f} px at 512²")
+    return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings)
