@@ -1,9 +1,9 @@
 """The ``fit`` job: a portrait photo -> its aligned crop, landmarks and the rig fitted to the face.
 
 1. decode the photo (any image file within the protocol's limits; EXIF orientation honoured)
-2. find the face (the largest; several faces: a warning event naming the others)
-3. fit (``backend.fit.fit_portrait``): the reference implementation's 512² crop, 68 landmarks, the rig's identity,
-   expression and head pose under the crop's camera (``shared.conventions.orbit_camera(0, 0)``, the head translated)
+2. fit (``backend.fit.fit_portrait``): the largest face (several faces: a warning event naming the others), the
+   reference implementation's 512² crop, 68 landmarks, the rig's identity, expression and head pose under the crop's
+   camera (``shared.conventions.crop_camera``, the head translated)
 4. return crop.png, landmarks.png (the crop with its landmarks: what the add-on's panel shows), overlay.png (the
    fitted rig's normal map over the crop, with the landmarks) and the fit as JSON meta:
 
@@ -11,7 +11,7 @@
     translation_m  float [3] the head's translation in the crop camera's frame, metres
     landmarks5     float [5, 2] crop px;  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
     residual_px    float [68] per-landmark reprojection error at 512²;  verdict "good" | "rough" | "failed"
-    face           {"box": [x0, y0, x1, y1] image px, "score"};  other_faces: boxes of the faces not used
+    face           {"box": [x0, y0, x1, y1] image px, "score"} of the face used (the largest)
     crop           {"to_crop": float [2, 3] affine image px -> crop px, "scale", "centre"};  image_size [W, H]
     warnings       what the user should know (several faces, extreme profile, a rough fit)
 
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from backend.jobs.photos import as_job_failed, decode_photo, faces_warning, warn
+from backend.jobs.photos import as_job_failed, decode_photo, warn
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import orbit_camera
+from shared.conventions import crop_camera
 from shared.jobs import JOB_KINDS, FitParams
 from shared.spec import to_dict
 
@@ -60,33 +60,27 @@ class FitRunner:
             return self._rigs[name]
 
     def run(self, params: FitParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
-        from backend.fit import FitError, PhotoError, detect_faces, fit_portrait
+        from backend.fit import FitError, fit_portrait
 
-        ctx.progress("decode", 0, 3, "reading the photo")
+        ctx.progress("decode", 0, 2, "reading the photo")
         image = decode_photo(inputs["photo"], "photo")
         model = self.rig(params.rig)
-        ctx.progress("detect", 1, 3, "finding the face")
+        ctx.progress("fit", 1, 2, "finding the face and fitting the rig to its landmarks")
         started = time.monotonic()
-        faces = detect_faces(image)
-        if len(faces) > 1:
-            warn(ctx, faces_warning(faces, "photo"))
-        ctx.progress("fit", 2, 3, "fitting the rig to the face's landmarks")
         try:
             portrait = fit_portrait(image, model, fit_identity=params.fit_identity,
-                                    fit_expression=params.fit_expression, fit_pose=params.fit_pose)
-        except (FitError, PhotoError) as e:
+                                    fit_expression=params.fit_expression, fit_pose=params.fit_pose,
+                                    name="inputs.photo")
+        except FitError as e:
             raise as_job_failed(e, "photo") from None
         fit_s = time.monotonic() - started
-        warnings = [w for w in dict.fromkeys(list(portrait.warnings) + list(portrait.fit.warnings))
-                    if "faces" not in w or len(faces) <= 1]  # several faces: reported above, naming the others
+        warnings = [f"inputs.photo: {w}" for w in dict.fromkeys(portrait.warnings)]  # other faces, profile, rough
         for w in warnings:
-            warn(ctx, w if w.startswith("inputs.photo") else f"inputs.photo: {w}")
-        if len(faces) > 1:
-            warnings.insert(0, faces_warning(faces, "photo"))
+            warn(ctx, w)
         artifacts = self._images(portrait, model)
-        ctx.progress("fit", 3, 3, f"fit {portrait.fit.verdict}: mean landmark error "
+        ctx.progress("fit", 2, 2, f"fit {portrait.fit.verdict}: mean landmark error "
                                   f"{float(np.mean(portrait.fit.residual_px)):.1f} px at {CROP_RES}²")
-        meta = fit_meta(portrait, faces, image.shape, warnings)
+        meta = fit_meta(portrait, image.shape, warnings)
         meta["fit_s"] = round(fit_s, 3)
         return JobResult(meta, artifacts)
 
@@ -124,7 +118,7 @@ def fitted_normal_map(model: Any, fit: Any) -> tuple[np.ndarray, np.ndarray]:
     from shared.raster import render_normal_map
 
     img = render_normal_map(fitted_vertices(model, fit), np.asarray(model.normal_region_faces),
-                            orbit_camera(0.0, 0.0, CROP_RES))
+                            crop_camera(CROP_RES))
     img = np.asarray(img)
     return img[..., :3].astype(np.float32), img[..., :3].any(axis=-1)
 
@@ -148,7 +142,7 @@ def draw_landmarks(image: np.ndarray, dense: np.ndarray, five: np.ndarray) -> np
     return out
 
 
-def fit_meta(portrait: Any, faces: list, image_shape: tuple, warnings: list[str]) -> dict:
+def fit_meta(portrait: Any, image_shape: tuple, warnings: list[str]) -> dict:
     """The result's JSON meta (see the module docstring)."""
     fit, crop = portrait.fit, portrait.crop
     residual = np.asarray(fit.residual_px, dtype=np.float64)
@@ -161,7 +155,6 @@ def fit_meta(portrait: Any, faces: list, image_shape: tuple, warnings: list[str]
         "residual_mean_px": round(float(np.mean(residual)), 3),
         "verdict": fit.verdict,
         "face": {"box": _floats(portrait.face.box), "score": round(float(portrait.face.score), 4)},
-        "other_faces": [{"box": _floats(f.box), "score": round(float(f.score), 4)} for f in faces[1:]],
         "crop": {"to_crop": _floats(crop.to_crop), "scale": float(crop.scale), "centre": _floats(crop.centre),
                  "size": CROP_RES},
         "image_size": [int(image_shape[1]), int(image_shape[0])],

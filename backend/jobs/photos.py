@@ -11,13 +11,12 @@ crop px are the 512² aligned crop's pixels (``backend.fit.reference_crop``).
 
 from __future__ import annotations
 
-import io
 from typing import Any, Union
 
 import numpy as np
 
 from backend.runner import JobContext, JobFailed
-from shared.protocol import MAX_IMAGE_SIDE, Blob, Png
+from shared.protocol import Blob, Png
 
 Payload = Union[Png, Blob, bytes]
 
@@ -26,43 +25,29 @@ def payload_bytes(payload: Payload) -> bytes:
     return payload.data if isinstance(payload, (Png, Blob)) else bytes(payload)
 
 
-def check_image_size(data: bytes, name: str) -> tuple[int, int]:
-    """(width, height) from the image header alone (nothing decoded); over the protocol's side limit fails with
-    code ``image_too_large`` before any pixels are allocated."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise JobFailed(f"inputs.{name}: expected an image file (PNG, JPEG, TIFF, WebP), could not read it ({e})",
-                        f"send {name} as a photo file; re-save it from an image editor if it is damaged",
-                        code="invalid_image") from None
-    if max(w, h) > MAX_IMAGE_SIDE:
-        raise JobFailed(f"inputs.{name}: expected an image at most {MAX_IMAGE_SIDE} px a side (the protocol's "
-                        f"limit), received {w}x{h}", f"downscale {name} to at most {MAX_IMAGE_SIDE} px a side",
-                        code="image_too_large")
-    return w, h
-
-
 def decode_photo(payload: Payload, name: str) -> np.ndarray:
-    """A photo payload -> float32 [H, W, 3] RGB in 0..1 (EXIF orientation applied, alpha composited)."""
-    data = payload_bytes(payload)
-    check_image_size(data, name)
+    """A photo payload -> float32 [H, W, 3] RGB in 0..1 (EXIF orientation applied, alpha composited over black).
+    Past the protocol's side limit it fails from the header alone, before any pixels are decoded."""
     from backend.fit import PhotoError, load_photo  # the detector stack loads torch
 
     try:
-        return load_photo(data, name=name)
+        return load_photo(payload_bytes(payload), name=f"inputs.{name}")
     except PhotoError as e:
         raise as_job_failed(e, name) from None
 
 
+# backend.fit's codes -> the protocol's (docs/PROTOCOL.md): one code for one limit, whichever side checks it
+CODES = {"too_large": "image_too_large"}
+
+
 def as_job_failed(e: Exception, name: str) -> JobFailed:
-    """A ``backend.fit`` error (code, message, hint) as the job's failure, naming the input."""
-    message = str(getattr(e, "message", "") or e)
+    """A ``backend.fit`` error (a SpecError: field, expected, received, hint, code) as the job's failure, naming
+    the input."""
+    message = str(e)
     if f"inputs.{name}" not in message:
         message = f"inputs.{name}: {message}"
-    return JobFailed(message, getattr(e, "hint", ""), code=getattr(e, "code", "fit_failed"))
+    code = getattr(e, "code", "fit_failed")
+    return JobFailed(message, getattr(e, "hint", ""), code=CODES.get(code, code))
 
 
 def faces_warning(faces: list, name: str) -> str:
@@ -81,9 +66,9 @@ def largest_face(image: np.ndarray, name: str, ctx: JobContext) -> Any:
     faces = detect_faces(image)
     if not faces:
         h, w = image.shape[:2]
-        raise JobFailed(f"inputs.{name}: expected a photo with a face, found none in the {w}x{h} image",
-                        f"send a photo where the face is visible and at least ~60 px tall, or set "
-                        f"reference_framing to \"centre\" to use the image without a face", code="no_face")
+        raise JobFailed(f"inputs.{name}: expected a photo with a face, received a {w}x{h} image where none was "
+                        "found", "send a photo where the face is visible, lit and at least 40 px tall, or set "
+                        "reference_framing to \"centre\" to use the image without a face", code="no_face")
     if len(faces) > 1:
         warn(ctx, faces_warning(faces, name))
     return faces[0]
@@ -122,15 +107,8 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
 
 def _centre_square(payload: Payload) -> np.ndarray:
     """uint8 [S, S, 3]: the centre square of the reference (EXIF orientation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    data = payload_bytes(payload)
-    check_image_size(data, "reference")
-    try:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise JobFailed(f"inputs.reference: expected a PNG image, could not decode it ({e})",
-                        "send the portrait as PNG", code="invalid_input") from e
-    w, h = image.size
+    image = decode_photo(payload, "reference")
+    h, w = image.shape[:2]
     s = min(w, h)
-    return np.asarray(image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)))
+    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return (square * 255.0).round().astype(np.uint8)
