@@ -1,0 +1,189 @@
+"""The portrait path through the job service: the ``fit`` job on a real server, the aligned reference of
+``preview`` / ``generate``, bad photos failing cleanly while the server lives on, and the portrait CLI.
+
+Real photos: scikit-image's astronaut (a real portrait), its coffee cup (no face), and a two-face composite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.jobs.fit import FitRunner
+from backend.jobs.photos import read_reference
+from backend.runner import JobContext, JobFailed
+from shared import protocol as P
+from shared.client import ClientError
+from shared.jobs import FitParams, RigState
+from shared.spec import from_dict
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()  # uint8 [512, 512, 3]
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(astronaut) -> bytes:
+    return _png(astronaut)
+
+
+@pytest.fixture(scope="module")
+def coffee_png() -> bytes:
+    from skimage import data
+
+    return _png(data.coffee())  # a cup of coffee: no face
+
+
+@pytest.fixture(scope="module")
+def two_faces_png(astronaut) -> bytes:
+    """The astronaut beside a half-size copy of herself: two faces, the left one the larger."""
+    canvas = np.full((512, 800, 3), 200, np.uint8)
+    canvas[:, :512] = astronaut
+    small = np.asarray(Image.fromarray(astronaut).resize((256, 256), Image.LANCZOS))
+    canvas[128:384, 530:786] = small
+    return _png(canvas)
+
+
+def _ctx(tmp_path, events):
+    return JobContext("job", tmp_path, "cpu", emit=events.append)
+
+
+# --- the reference framing of preview / generate ----------------------------------------------------------------
+def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astronaut, astronaut_png, tmp_path):
+    from backend.fit import detect_faces, load_photo, reference_crop
+
+    image = load_photo(astronaut_png)
+    want = reference_crop(image, detect_faces(image)[0].landmarks5).image  # uint8 [512, 512, 3]
+    got = read_reference(P.Png(astronaut_png), 512, "aligned", _ctx(tmp_path, []))
+    assert got.shape == (3, 512, 512) and got.dtype == np.float32
+    np.testing.assert_array_equal((got.transpose(1, 2, 0) * 255).round().astype(np.uint8), want)
+    small = read_reference(P.Png(astronaut_png), 64, "aligned", _ctx(tmp_path, []))  # the tiny prior's size
+    lanczos = np.asarray(Image.fromarray(want).resize((64, 64), Image.LANCZOS))
+    np.testing.assert_array_equal((small.transpose(1, 2, 0) * 255).round().astype(np.uint8), lanczos)
+    centre = read_reference(P.Png(astronaut_png), 512, "centre", _ctx(tmp_path, []))
+    np.testing.assert_array_equal((centre.transpose(1, 2, 0) * 255).round().astype(np.uint8), astronaut)
+    assert not np.array_equal(want, astronaut)  # the aligned crop is not the photo: the test can tell them apart
+
+
+def test_aligned_reference_failures_name_the_image_and_the_fix(coffee_png, two_faces_png, tmp_path):
+    with pytest.raises(JobFailed) as e:
+        read_reference(P.Png(coffee_png), 64, "aligned", _ctx(tmp_path, []))
+    assert e.value.code == "no_face" and "inputs.reference" in str(e.value) and "centre" in e.value.hint
+    assert read_reference(P.Png(coffee_png), 64, "centre", _ctx(tmp_path, [])).shape == (3, 64, 64)
+    with pytest.raises(JobFailed) as e:
+        read_reference(P.Png(b"\x89PNG\r\n\x1a\n broken"), 64, "aligned", _ctx(tmp_path, []))
+    assert e.value.code == "invalid_image" and "inputs.reference" in str(e.value) and e.value.hint
+    huge = _png(np.zeros((8, P.MAX_IMAGE_SIDE + 4, 3), np.uint8))
+    with pytest.raises(JobFailed) as e:
+        read_reference(huge, 64, "centre", _ctx(tmp_path, []))
+    assert e.value.code == "image_too_large" and str(P.MAX_IMAGE_SIDE) in str(e.value)
+    events = []
+    read_reference(P.Png(two_faces_png), 64, "aligned", _ctx(tmp_path, events))
+    warnings = [e.message for e in events if e.stage == "warning"]
+    assert len(warnings) == 1 and "2 faces" in warnings[0] and "inputs.reference" in warnings[0]
+    assert "face 2 at x 6" in warnings[0]  # the other face (pasted at x 530..786) is named by where it is
+
+
+# --- the fit job through a real server ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_client, astronaut_png, coffee_png,
+                                                             two_faces_png):
+    server = make_server(runners={"fit": FitRunner()})
+    client = make_client(server.endpoint, timeout_s=5.0)
+    bad = ((b"GIF89a this is not an image", "invalid_image"), (coffee_png, "no_face"),
+           (_png(np.zeros((8, P.MAX_IMAGE_SIDE + 1, 3), np.uint8)), "image_too_large"))
+    for photo, code in bad:
+        job = client.submit("fit", FitParams(), {"photo": P.Blob(photo)})
+        with pytest.raises(ClientError) as e:
+            client.wait(job, timeout_s=120)
+        err = e.value.error
+        assert err.code == code and "inputs.photo" in err.message and err.hint, (code, err)
+    assert client.ping()[0].kinds == ("fit",)  # the server lives on
+
+    events = []
+    job = client.submit("fit", FitParams(), {"photo": P.Blob(two_faces_png)})
+    meta = client.wait(job, timeout_s=300, on_event=events.append).body.meta
+    warnings = [m.body.message for m in events if isinstance(m.body, P.Progress) and m.body.stage == "warning"]
+    assert any("other face" in w and "inputs.photo" in w for w in warnings), warnings
+    assert meta["warnings"] == warnings and meta["face"]["box"][2] < 512  # the larger, left face was fitted
+
+    result = client.wait(client.submit("fit", FitParams(), {"photo": P.Blob(astronaut_png)}), timeout_s=300)
+    meta, files = result.body.meta, result.payloads
+    assert meta["verdict"] in ("good", "rough") and meta["residual_mean_px"] < 4.0
+    state = from_dict(RigState, meta["rig"])  # the fitted state is a valid request state
+    assert state.model == "ict" and np.abs(state.identity).max() > 0.1 and len(state.expressions) > 0
+    assert 0.1 < np.linalg.norm(meta["translation_m"]) < 0.5  # the head sits in front of the camera at z = 1 m
+    lm = np.asarray(meta["landmarks"])
+    assert lm.shape == (68, 2) and (lm > 0).all() and (lm < 512).all() and len(meta["residual_px"]) == 68
+    crop, marked, overlay = (_decode(files[n].data) for n in ("crop.png", "landmarks.png", "overlay.png"))
+    assert crop.shape == marked.shape == overlay.shape == (512, 512, 3)
+    x, y = np.round(lm[30]).astype(int)  # the nose tip: a green landmark dot on the marked crop
+    assert marked[y, x].tolist() == [64, 255, 64] and crop[y, x].tolist() != [64, 255, 64]
+    cx, cy = np.round(lm[27:31].mean(axis=0)).astype(int)  # the nose bridge: the fitted rig's normals cover it
+    assert np.abs(overlay[cy, cx - 10].astype(int) - crop[cy, cx - 10].astype(int)).max() > 20
+    assert overlay[2, 2].tolist() == crop[2, 2].tolist()  # the corner is outside the head: the crop unchanged
+
+
+# --- the CLI ----------------------------------------------------------------------------------------------------
+def test_compose_state_takes_identity_from_the_reference_and_expression_by_precedence():
+    from backend.commands.portrait_cmds import compose_state
+
+    ref = {"rig": {"model": "ict", "identity": [0.5, -1.0], "expressions": {"jawOpen": 0.3},
+                   "pose": [0.1, 0.2, 0.0]}}
+    drive = {"rig": {"model": "ict", "identity": [2.0], "expressions": {"mouthSmile_L": 0.8},
+                     "pose": [0.0, -0.3, 0.05]}}
+    names = ["jawOpen", "mouthSmile_L", "mouthSmile_R", "eyeBlink_L", "eyeBlink_R"]
+    alone = compose_state(ref, None, None, names)
+    assert alone.identity == (0.5, -1.0) and alone.expressions == {"jawOpen": 0.3} and alone.pose == (0, 0, 0)
+    driven = compose_state(ref, drive, None, names)
+    assert driven.identity == (0.5, -1.0) and driven.expressions == {"mouthSmile_L": 0.8}
+    assert driven.pose == (0.0, -0.3, 0.05)
+    preset = compose_state(ref, drive, "eyes_closed", names)
+    assert preset.expressions == {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0} and preset.pose == (0.0, -0.3, 0.05)
+
+
+@pytest.mark.slow
+def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tmp_path, capsys):
+    from backend.cli import main
+    from backend.jobs.preview import PreviewRunner
+    from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+
+    models = ensure_tiny_models(tmp_path / "models")
+    server = make_server(runners={"fit": FitRunner(), "preview": PreviewRunner(models_dir=models)})
+    photo = tmp_path / "astronaut.jpg"  # a JPEG, as a user has them: the CLI sends the reference as PNG
+    Image.open(io.BytesIO(astronaut_png)).save(photo, quality=95)
+    out = tmp_path / "out"
+    rc = main(["preview", "--server", server.endpoint, "--reference", str(photo), "--expression", "smile",
+               "--prompt", "a woman laughing", "--steps", "2", "--out", str(out), "--wait-s", "300"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert f"image: {out / 'preview'}" in printed.out and "fit reference: " in printed.out
+    assert "  [denoise] 1/" in printed.out  # progress reached the terminal
+    image = _decode((out / "preview" / "image.png").read_bytes())
+    assert image.shape == (TINY_RESOLUTION, TINY_RESOLUTION, 3)
+    meta = json.loads((out / "preview" / "meta.json").read_text())["meta"]
+    assert meta["reference"] is True and meta["reference_framing"] == "aligned"
+    assert (out / "fit-reference" / "overlay.png").is_file() and (out / "fit-reference" / "crop.png").is_file()
+    normals = _decode((out / "preview" / "normals.png").read_bytes())
+    assert normals[TINY_RESOLUTION // 2, TINY_RESOLUTION // 2].any()  # the fitted, posed rig was rendered
+
+    rc = main(["preview", "--server", server.endpoint, "--reference", str(tmp_path / "missing.jpg"),
+               "--prompt", "x", "--out", str(out)])
+    assert rc == 2 and "--reference" in capsys.readouterr().err
