@@ -61,6 +61,13 @@ def two_faces_png(astronaut) -> bytes:
     return _png(canvas)
 
 
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from backend.prior.tiny import ensure_tiny_models
+
+    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
+
+
 def _ctx(tmp_path, events):
     return JobContext("job", tmp_path, "cpu", emit=events.append)
 
@@ -99,6 +106,22 @@ def test_aligned_reference_failures_name_the_image_and_the_fix(coffee_png, two_f
     warnings = [e.message for e in events if e.stage == "warning"]
     assert len(warnings) == 1 and "2 faces" in warnings[0] and "inputs.reference" in warnings[0]
     assert "face 2 at x 6" in warnings[0]  # the other face (pasted at x 530..786) is named by where it is
+
+
+@pytest.mark.slow
+def test_preview_frames_the_reference_on_the_face_unless_asked_for_the_centre(coffee_png, tiny_models, tmp_path):
+    from backend.jobs.preview import PreviewRunner
+    from shared.jobs import PreviewParams
+
+    runner = PreviewRunner(models_dir=tiny_models)
+    inputs = {"vertices": np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0]], np.float32),
+              "faces": np.array([[0, 1, 2]], np.int32), "reference": P.Png(coffee_png)}
+    with pytest.raises(JobFailed) as e:  # aligned by default: a reference without a face says so
+        runner.run(PreviewParams(steps=1, sampler="ddim"), inputs, _ctx(tmp_path, []))
+    assert e.value.code == "no_face" and "inputs.reference" in str(e.value)
+    result = runner.run(PreviewParams(steps=1, sampler="ddim", reference_framing="centre"), inputs,
+                        _ctx(tmp_path, []))
+    assert result.meta["reference"] is True and result.meta["reference_framing"] == "centre"
 
 
 # --- the fit job through a real server ----------------------------------------------------------------------------
@@ -160,13 +183,12 @@ def test_compose_state_takes_identity_from_the_reference_and_expression_by_prece
 
 
 @pytest.mark.slow
-def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tmp_path, capsys):
+def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tiny_models, tmp_path, capsys):
     from backend.cli import main
     from backend.jobs.preview import PreviewRunner
-    from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+    from backend.prior.tiny import TINY_RESOLUTION
 
-    models = ensure_tiny_models(tmp_path / "models")
-    server = make_server(runners={"fit": FitRunner(), "preview": PreviewRunner(models_dir=models)})
+    server = make_server(runners={"fit": FitRunner(), "preview": PreviewRunner(models_dir=tiny_models)})
     photo = tmp_path / "astronaut.jpg"  # a JPEG, as a user has them: the CLI sends the reference as PNG
     Image.open(io.BytesIO(astronaut_png)).save(photo, quality=95)
     out = tmp_path / "out"
