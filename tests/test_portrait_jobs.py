@@ -20,6 +20,7 @@ from shared import protocol as P
 from shared.client import ClientError
 from shared.jobs import FitParams, RigState
 from shared.spec import from_dict
+from tests.support import assert_close
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -209,3 +210,28 @@ def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tiny
     rc = main(["preview", "--server", server.endpoint, "--reference", str(tmp_path / "missing.jpg"),
                "--prompt", "x", "--out", str(out)])
     assert rc == 2 and "--reference" in capsys.readouterr().err
+
+
+def test_cli_generate_request_poses_the_default_rig_and_sends_the_reference_as_png(astronaut, tmp_path):
+    import argparse
+
+    from backend.commands.portrait_cmds import as_png, build_job
+    from shared.jobs import GenerateParams
+    from shared.morphable import load_default_rig
+
+    model = load_default_rig("ict")
+    state = RigState(model="ict", identity=(1.0, -0.5), expressions={"jawOpen": 0.4}, pose=(0.0, 0.2, 0.0))
+    args = argparse.Namespace(kind="generate", prompt="laughing", negative="", seed=3, reference_framing="aligned",
+                              prior="oracle", preset="draft", max_steps=40)
+    buf = io.BytesIO()
+    Image.fromarray(astronaut).save(buf, format="JPEG", quality=95)
+    params, inputs = build_job(args, model, state, buf.getvalue())
+    assert isinstance(params, GenerateParams) and params.rig == state and params.distill.resolved().steps == 40
+    want = model.evaluate((1.0, -0.5), {"jawOpen": 0.4}, (0.0, 0.2, 0.0), (0.0, 0.0))
+    assert_close(inputs["vertices"], want.astype(np.float32), name="posed vertices")
+    assert inputs["faces"].dtype == np.int32 and inputs["faces"].shape == model.normal_region_faces.shape
+    png = inputs["reference"].data
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and _decode(png).shape == astronaut.shape
+    assert as_png(png) == png  # a PNG goes as it is
+    with pytest.raises(ValueError, match="--reference"):
+        as_png(b"not an image")
