@@ -1,7 +1,7 @@
 """Dense landmarks: MediaPipe's 468-point face mesh, reduced to the 68 iBUG / Multi-PIE points.
 
-The mesh runs on a square window around the detected face (the reference crop's framing, where the face is
-large, centred and upright enough), then the points are mapped back to the photo. The 68 iBUG points are the mesh
+The mesh runs on the detected face's reference crop (large, centred and upright enough), then the points are
+mapped back to the photo. The 68 iBUG points are the mesh
 points listed in ``MESH_TO_IBUG68`` (the mean where two are listed; the correspondence table of
 PeizhiYan/Mediapipe_2_Dlib_Landmarks, see docs/FIT.md). iBUG order: 0-16 jaw line (image left to right), 17-26
 brows, 27-35 nose, 36-47 eyes, 48-67 mouth.
@@ -34,6 +34,9 @@ MESH_TO_IBUG68: tuple[tuple[int, ...], ...] = (
     (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),  # inner lips 60-67
 )
 JAW = slice(0, 17)
+# The mesh's face-oval points: like the iBUG jaw line they ride the silhouette, so the fit trusts them less.
+MESH_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288,
+             297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
 
 _lock = threading.Lock()  # the mediapipe graph is not re-entrant
 _MESH: dict[str, Any] = {}
@@ -79,10 +82,10 @@ def ibug68_from_mesh(mesh: np.ndarray) -> np.ndarray:
     return np.stack([mesh[list(idx)].mean(axis=0) for idx in MESH_TO_IBUG68])
 
 
-def detect_landmarks(image: np.ndarray, face: Face) -> np.ndarray:
-    """68 iBUG landmarks float64 [68, 2] in image px (corner origin) of ``face`` in ``image`` (float [H, W, 3]).
+def detect_mesh(image: np.ndarray, face: Face) -> np.ndarray:
+    """MediaPipe's 468 face-mesh points float64 [468, 2] in image px (corner origin) of ``face`` in ``image``.
 
-    Raises FitError when the mesh finds no face in the window around ``face``.
+    The mesh runs on the face's reference crop. Raises FitError when it finds no face there.
     """
     crop = reference_crop(image, face.landmarks5)
     mesh = mesh_points(crop.image)
@@ -90,4 +93,12 @@ def detect_landmarks(image: np.ndarray, face: Face) -> np.ndarray:
         raise FitError("image", "a face the landmark model can read", "no landmarks in the face's crop",
                        "use a sharper, better lit photo with the face turned less than 60 degrees",
                        code="no_landmarks")
-    return crop.points_to_image(ibug68_from_mesh(mesh))
+    return crop.points_to_image(mesh)
+
+
+def detect_landmarks(image: np.ndarray, face: Face) -> np.ndarray:
+    """68 iBUG landmarks float64 [68, 2] in image px (corner origin) of ``face`` in ``image`` (float [H, W, 3]).
+
+    Raises FitError when the mesh finds no face in the window around ``face``.
+    """
+    return ibug68_from_mesh(detect_mesh(image, face))

@@ -8,11 +8,12 @@ import numpy as np
 
 from shared.morphable import MorphableModel
 
+from .correspondence import load_mesh_points
 from .crop import Crop, reference_crop
 from .detect import Face, detect_faces
 from .errors import FitError
-from .landmarks import detect_landmarks
-from .rigfit import RigFit, fit_rig
+from .landmarks import MESH_OVAL, MESH_TO_IBUG68, detect_mesh, ibug68_from_mesh
+from .rigfit import GOOD_PX, JAW_WEIGHT, ROUGH_PX, RigFit, fit_rig, project_fit
 
 MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)
 
@@ -24,8 +25,10 @@ class PortraitFit:
     crop:      the reference crop (uint8 [512, 512, 3] and its affine from the photo).
     face:      the face used (photo px).
     landmarks: float64 [68, 2] iBUG landmarks in crop px.
-    fit:       the fitted rig.
+    fit:       the fitted rig; its residual_px are the 68 iBUG landmarks' (crop px).
     warnings:  other faces, profile views, a rough fit.
+    mesh:      float64 [468, 2] MediaPipe's mesh points in crop px (what a dense fit used).
+    dense:     whether the fit used the 468 mesh points (the rig has a correspondence table) or the 68.
     """
 
     crop: Crop
@@ -33,6 +36,8 @@ class PortraitFit:
     landmarks: np.ndarray
     fit: RigFit
     warnings: list[str] = field(default_factory=list)
+    mesh: np.ndarray | None = None
+    dense: bool = False
 
 
 def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
@@ -59,12 +64,32 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     extreme profiles become warnings."""
     face, warnings = _choose_face(detect_faces(image), name)
     crop = reference_crop(image, face.landmarks5)
-    landmarks = crop.points_to_crop(detect_landmarks(image, face))
-    fit = fit_rig(rig, landmarks, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose)
+    mesh = crop.points_to_crop(detect_mesh(image, face))
+    landmarks = ibug68_from_mesh(mesh)
+    fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose)
+    dense = load_mesh_points(rig) is not None
+    med = float(np.median(fit.residual_px))
     if fit.verdict == "failed":
-        raise FitError(name, "landmarks the rig can follow", f"a median residual of "
-                       f"{np.median(fit.residual_px):.1f} px", "use a clearer, more frontal photo of one face",
-                       code="fit_failed")
+        raise FitError(name, "landmarks the rig can follow", f"a median landmark error of {med:.1f} px",
+                       "use a clearer, more frontal photo of one face", code="fit_failed")
     if fit.verdict == "rough":
-        warnings.append(f"rough fit: median landmark error {np.median(fit.residual_px):.1f} px at 512²")
-    return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings)
+        warnings.append(f"rough fit: median landmark error {med:.1f} px at 512²")
+    return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings, mesh, dense)
+
+
+def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, **flags: bool) -> RigFit:
+    """Fit ``rig`` to MediaPipe's 468 points float [468, 2] (crop px): densely when the rig has a correspondence
+    table (:mod:`backend.fit.correspondence`), else on the 68 iBUG landmarks. Either way the returned residual
+    and verdict are the 68 iBUG landmarks' (as the rig's points that correspond to them)."""
+    ibug = ibug68_from_mesh(mesh)
+    table = load_mesh_points(rig)
+    if table is None:
+        return fit_rig(rig, ibug, **flags)
+    weights = np.ones(len(mesh))
+    weights[list(MESH_OVAL)] = JAW_WEIGHT
+    fit = fit_rig(rig, mesh, points=table, weights=weights, **flags)
+    residual = np.linalg.norm(project_fit(rig, fit, table.combine(MESH_TO_IBUG68)) - ibug, axis=1)
+    med = float(np.median(residual))
+    fit.residual_px = residual
+    fit.verdict = "good" if med < GOOD_PX else "rough" if med < ROUGH_PX else "failed"
+    return fit
