@@ -153,7 +153,8 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     assert meta["verdict"] in ("good", "rough") and meta["residual_mean_px"] < 4.0
     state = from_dict(RigState, meta["rig"])  # the fitted state is a valid request state
     assert state.model == "ict" and np.abs(state.identity).max() > 0.1 and len(state.expressions) > 0
-    assert 0.1 < np.linalg.norm(meta["translation_m"]) < 0.5  # the head sits in front of the camera at z = 1 m
+    # the aligned crop frames the face as a head near the origin seen by the crop camera at z = 1 m
+    assert np.abs(meta["translation_m"]).max() < 0.3
     lm = np.asarray(meta["landmarks"])
     assert lm.shape == (68, 2) and (lm > 0).all() and (lm < 512).all() and len(meta["residual_px"]) == 68
     crop, marked, overlay = (_decode(files[n].data) for n in ("crop.png", "landmarks.png", "overlay.png"))
