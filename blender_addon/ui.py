@@ -114,10 +114,6 @@ class JOKER_PT_portrait(_Panel, bpy.types.Panel):
         layout.operator("joker_head.match_expression", icon="SHAPEKEY_DATA")
         job = find_job(context.scene, state.fit_job)
         JOKER_PT_generate.draw_job(layout, job, "Fit")
-        if job is not None and job.warnings:
-            box = layout.box()
-            for line in job.warnings.split("\n"):
-                box.label(text=line, icon="ERROR")
         if state.fit_summary:
             row = layout.row()
             row.label(text=state.fit_summary, icon="CHECKMARK")
@@ -200,6 +196,8 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
             box.progress(factor=job.overall, type="BAR", text=f"overall {100 * job.overall:.0f} %  {_eta(job.eta_s)}")
             if job.message:
                 box.label(text=job.message)
+        for line in job.warnings.split("\n") if job.warnings else ():  # e.g. several faces in the reference
+            box.label(text=line, icon="ERROR")
         if job.error:
             box.alert = True
             box.label(text=job.error, icon="ERROR")
