@@ -65,8 +65,8 @@ MATCH_SCRIPT = """
 @needs_bpy
 @pytest.mark.slow
 def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, tmp_path):  # noqa: F811
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     photo = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).save(photo)
