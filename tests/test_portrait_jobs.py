@@ -53,6 +53,14 @@ def coffee_png() -> bytes:
 
 
 @pytest.fixture(scope="module")
+def tiny_face_png(astronaut) -> bytes:
+    """The astronaut at 128 px in a 400 px frame: a face is found, its eyes ~11 px apart, too small to fit."""
+    canvas = np.zeros((400, 400, 3), np.uint8)
+    canvas[:128, :128] = np.asarray(Image.fromarray(astronaut).resize((128, 128), Image.LANCZOS))
+    return _png(canvas)
+
+
+@pytest.fixture(scope="module")
 def two_faces_png(astronaut) -> bytes:
     """The astronaut beside a half-size copy of herself: two faces, the left one the larger."""
     canvas = np.full((512, 800, 3), 200, np.uint8)
@@ -128,17 +136,18 @@ def test_preview_frames_the_reference_on_the_face_unless_asked_for_the_centre(co
 # --- the fit job through a real server ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_client, astronaut_png, coffee_png,
-                                                             two_faces_png):
+                                                             tiny_face_png, two_faces_png):
     server = make_server(runners={"fit": FitRunner()})
     client = make_client(server.endpoint, timeout_s=5.0)
     bad = ((b"GIF89a this is not an image", "invalid_image"), (coffee_png, "no_face"),
-           (_png(np.zeros((8, P.MAX_IMAGE_SIDE + 1, 3), np.uint8)), "image_too_large"))
+           (tiny_face_png, "face_too_small"), (_png(np.zeros((8, P.MAX_IMAGE_SIDE + 1, 3), np.uint8)),
+                                               "image_too_large"))
     for photo, code in bad:
         job = client.submit("fit", FitParams(), {"photo": P.Blob(photo)})
         with pytest.raises(ClientError) as e:
             client.wait(job, timeout_s=120)
         err = e.value.error
-        assert err.code == code and "inputs.photo" in err.message and err.hint, (code, err)
+        assert err.code == code and "inputs.photo" in err.message and "expected" in err.message and err.hint, err
     assert client.ping()[0].kinds == ("fit",)  # the server lives on
 
     events = []
