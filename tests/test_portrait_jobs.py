@@ -194,7 +194,8 @@ def test_compose_state_takes_identity_from_the_reference_and_expression_by_prece
 
 
 @pytest.mark.slow
-def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tiny_models, tmp_path, capsys):
+def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, coffee_png, tiny_models, tmp_path,
+                                                capsys):
     from backend.cli import main
     from backend.jobs.preview import PreviewRunner
     from backend.prior.tiny import TINY_RESOLUTION
@@ -220,6 +221,11 @@ def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, tiny
     rc = main(["preview", "--server", server.endpoint, "--reference", str(tmp_path / "missing.jpg"),
                "--prompt", "x", "--out", str(out)])
     assert rc == 2 and "--reference" in capsys.readouterr().err
+    cup = tmp_path / "coffee.png"
+    cup.write_bytes(coffee_png)
+    rc = main(["preview", "--server", server.endpoint, "--reference", str(cup), "--prompt", "x", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error [no_face]: inputs.photo: expected" in err and " — " in err  # with its fix
 
 
 def test_cli_generate_request_poses_the_default_rig_and_sends_the_reference_as_png(astronaut, tmp_path):
