@@ -21,9 +21,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from backend.commands.server_cmds import _client, _client_args, _report_error
 from shared import protocol as P
-from shared.jobs import FRAMINGS, FitParams, RigState
+from shared.config import DistillConfig, PriorConfig
+from shared.jobs import FRAMINGS, FitParams, GenerateParams, PreviewParams, RigState
+from shared.morphable import RigNotFound, load_default_rig
+from shared.presets import get_preset, preset_weights
+from shared.spec import SpecError, check, from_dict
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -61,8 +67,6 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def cmd_portrait(args: argparse.Namespace) -> int:
     from shared.client import ClientError
-    from shared.morphable import RigNotFound, load_default_rig
-    from shared.spec import SpecError
 
     try:
         reference = read_photo(args.reference, "--reference")
@@ -121,8 +125,6 @@ def compose_state(reference: dict, driving: Optional[dict], expression: Optional
     """The rig state to generate: the reference's identity; the expression of the preset, else the driving photo,
     else the reference; the driving photo's head pose, else frontal (the reference's pose is how it was
     photographed, not part of the head)."""
-    from shared.presets import get_preset, preset_weights
-    from shared.spec import from_dict
 
     ref = from_dict(RigState, reference["rig"])
     drive = from_dict(RigState, driving["rig"]) if driving is not None else None
@@ -140,12 +142,6 @@ def build_job(args: argparse.Namespace, model: Any, state: RigState, reference: 
     """(params, inputs) of the preview / generate job: ``model`` (shared.morphable.MorphableModel) posed by
     ``state`` (vertices float32 [V, 3] head frame, metres; faces int32 [F, 3] its normal-map region) and the
     reference as PNG."""
-    import numpy as np
-
-    from shared.config import DistillConfig, PriorConfig
-    from shared.jobs import GenerateParams, PreviewParams
-    from shared.spec import check
-
     vertices = model.evaluate(state.identity or None, state.expressions or None, state.pose, state.gaze)
     inputs = {"vertices": np.ascontiguousarray(vertices, dtype=np.float32),
               "faces": np.ascontiguousarray(model.normal_region_faces, dtype=np.int32),

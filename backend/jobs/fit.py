@@ -26,10 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from backend.fit import FitError, fit_portrait
 from backend.jobs.photos import as_job_failed, decode_photo, warn
+from backend.jobs.preview import png_bytes
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import crop_camera
 from shared.jobs import JOB_KINDS, FitParams
+from shared.morphable import RigNotFound, load_default_rig
+from shared.raster import render_normal_map
 from shared.spec import to_dict
 
 CROP_RES = 512
@@ -47,8 +51,6 @@ class FitRunner:
 
     def rig(self, name: str) -> Any:
         """The backend's morphable model called ``name`` (shared.morphable.load_default_rig), cached."""
-        from shared.morphable import RigNotFound, load_default_rig
-
         with self._lock:
             if name not in self._rigs:
                 try:
@@ -60,8 +62,6 @@ class FitRunner:
             return self._rigs[name]
 
     def run(self, params: FitParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
-        from backend.fit import FitError, fit_portrait
-
         ctx.progress("decode", 0, 2, "reading the photo")
         image = decode_photo(inputs["photo"], "photo")
         model = self.rig(params.rig)
@@ -85,8 +85,6 @@ class FitRunner:
         return JobResult(meta, artifacts)
 
     def _images(self, portrait: Any, model: Any) -> list[Artifact]:
-        from backend.jobs.preview import png_bytes
-
         crop = np.asarray(portrait.crop.image, dtype=np.uint8)
         marked = draw_landmarks(crop, portrait.landmarks, crop_landmarks5(portrait))
         normals, mask = fitted_normal_map(model, portrait.fit)
@@ -115,8 +113,6 @@ def fitted_vertices(model: Any, fit: Any) -> np.ndarray:
 def fitted_normal_map(model: Any, fit: Any) -> tuple[np.ndarray, np.ndarray]:
     """(float32 [512, 512, 3] normal-map colours 0..255, bool [512, 512] coverage) of the fitted rig's normal-map
     region in the crop camera (shared.raster: the same encoding the prior's ControlNet sees)."""
-    from shared.raster import render_normal_map
-
     img = render_normal_map(fitted_vertices(model, fit), np.asarray(model.normal_region_faces),
                             crop_camera(CROP_RES))
     img = np.asarray(img)

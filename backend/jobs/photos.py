@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from backend.fit import PhotoError, detect_faces, load_photo, reference_crop
 from backend.runner import JobContext, JobFailed
 from shared.protocol import Blob, Png
 
@@ -28,8 +29,6 @@ def payload_bytes(payload: Payload) -> bytes:
 def decode_photo(payload: Payload, name: str) -> np.ndarray:
     """A photo payload -> float32 [H, W, 3] RGB in 0..1 (EXIF orientation applied, alpha composited over black).
     Past the protocol's side limit it fails from the header alone, before any pixels are decoded."""
-    from backend.fit import PhotoError, load_photo  # the detector stack loads torch
-
     try:
         return load_photo(payload_bytes(payload), name=f"inputs.{name}")
     except PhotoError as e:
@@ -61,8 +60,6 @@ def faces_warning(faces: list, name: str) -> str:
 
 def largest_face(image: np.ndarray, name: str, ctx: JobContext) -> Any:
     """The photo's largest face (``backend.fit.Face``); several faces report a warning event naming the others."""
-    from backend.fit import detect_faces
-
     faces = detect_faces(image)
     if not faces:
         h, w = image.shape[:2]
@@ -94,8 +91,6 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
     elif framing == "aligned":
         image = decode_photo(payload, "reference")
         face = largest_face(image, "reference", ctx)
-        from backend.fit import reference_crop
-
         rgb = reference_crop(image, face.landmarks5).image  # uint8 [512, 512, 3]
     else:
         raise JobFailed(f"params.reference_framing: expected aligned or centre, received {framing!r}",
