@@ -9,9 +9,9 @@ landmarks ``lm`` (left eye, right eye, nose tip, left and right mouth corner; pi
     4. crop 1024² at  left = int(w/2 - 512 + (t_x - W/2) s),  up = int(h/2 - 512 + (H/2 - t_y) s)   (black outside)
     5. crop the centre 700² (offset 162), Lanczos-resize to 512²
 
-We compute the same pixels without resizing the whole image (a small face in a large photo would need a
-resized copy tens of thousands of pixels wide): Pillow's ``resize(box=...)`` evaluates the identical filter at the
-identical sample positions for just the window the 700² crop needs.
+We compute the same pixels; only when the resized copy would be huge (a small face in a large photo: tens of
+thousands of pixels wide) do we resize just the window the 700² crop needs, with Pillow's ``resize(box=...)``: the
+identical filter at the identical sample positions, up to float rounding.
 """
 
 from __future__ import annotations
@@ -82,8 +82,16 @@ def pos(lm2d: np.ndarray, lm3d: np.ndarray = STANDARD_LM5) -> tuple[np.ndarray, 
     return np.array([k[3], k[7]]), float(s)
 
 
+FULL_RESIZE_MAX_PX = 24_000_000  # up to this many resized pixels, resize the whole image as the reference does
+
+
 def _window(image_u8: np.ndarray, size: tuple[int, int], x0: int, y0: int, n: int, resample: int) -> np.ndarray:
-    """Pixels [y0, y0+n) x [x0, x0+n) of ``image_u8`` resized to ``size`` (w, h), black outside: uint8 [n, n, 3]."""
+    """Pixels [y0, y0+n) x [x0, x0+n) of ``image_u8`` resized to ``size`` (w, h), black outside: uint8 [n, n, 3].
+
+    Resizes the whole image like the reference (bit-exact) unless that would exceed ``FULL_RESIZE_MAX_PX``; then
+    only the window, with Pillow's ``box``: the same filter at the same sample positions up to float rounding
+    (at most a few levels on well under 1 % of the pixels, tests/test_fit_crop.py).
+    """
     from PIL import Image
 
     h0, w0 = image_u8.shape[:2]
@@ -93,8 +101,11 @@ def _window(image_u8: np.ndarray, size: tuple[int, int], x0: int, y0: int, n: in
     c, d = max(y0, 0), min(y0 + n, h)
     if a >= b or c >= d:
         return out
-    box = (a * w0 / w, c * h0 / h, b * w0 / w, d * h0 / h)  # the same sample positions as resizing everything
-    part = Image.fromarray(image_u8).resize((b - a, d - c), resample=resample, box=box)
+    if w * h <= FULL_RESIZE_MAX_PX:
+        part = Image.fromarray(image_u8).resize((w, h), resample=resample).crop((a, c, b, d))
+    else:
+        box = (a * w0 / w, c * h0 / h, b * w0 / w, d * h0 / h)  # the sample positions of resizing everything
+        part = Image.fromarray(image_u8).resize((b - a, d - c), resample=resample, box=box)
     out[c - y0:d - y0, a - x0:b - x0] = np.asarray(part)
     return out
 

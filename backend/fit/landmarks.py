@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .crop import reference_crop
+from .crop import Crop, reference_crop
 from .detect import Face
 from .errors import FitError
 
@@ -37,6 +37,13 @@ JAW = slice(0, 17)
 # The mesh's face-oval points: like the iBUG jaw line they ride the silhouette, so the fit trusts them less.
 MESH_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288,
              297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
+
+# MediaPipe's eye contours (16 points each), image-left eye first: their means are the eyes' centres, steadier than
+# any single point (the crop's scale rests on the eye distance).
+EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+                (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
+NOSE_TIP, MOUTH_CORNERS = 4, (61, 291)  # iBUG 30, 48 and 54 in MESH_TO_IBUG68
+REFINE_PASSES = 2
 
 _lock = threading.Lock()  # the mediapipe graph is not re-entrant
 _MESH: dict[str, Any] = {}
@@ -82,17 +89,55 @@ def ibug68_from_mesh(mesh: np.ndarray) -> np.ndarray:
     return np.stack([mesh[list(idx)].mean(axis=0) for idx in MESH_TO_IBUG68])
 
 
-def detect_mesh(image: np.ndarray, face: Face) -> np.ndarray:
-    """MediaPipe's 468 face-mesh points float64 [468, 2] in image px (corner origin) of ``face`` in ``image``.
+def five_from_mesh(mesh: np.ndarray) -> np.ndarray:
+    """float64 [5, 2] crop landmarks in MTCNN's order (eye, eye, nose tip, mouth corner, mouth corner; image left
+    first) from mesh points [468, 2]: Deep3DFaceRecon's rule for 68-point input (``extract_5p``: nose tip, mouth
+    corners, eye centres), with each eye centre the mean of its 16 contour points instead of its two corners."""
+    return np.stack([mesh[list(EYE_CONTOURS[0])].mean(0), mesh[list(EYE_CONTOURS[1])].mean(0), mesh[NOSE_TIP],
+                     mesh[MOUTH_CORNERS[0]], mesh[MOUTH_CORNERS[1]]])
 
-    The mesh runs on the face's reference crop. Raises FitError when it finds no face there.
+
+def aligned_crop(image: np.ndarray, face: Face, passes: int = REFINE_PASSES) -> tuple[Crop, np.ndarray]:
+    """The reference crop of ``face`` on steadier landmarks, and MediaPipe's 468 points in it (float64 [468, 2]).
+
+    MTCNN's 5 points move by several pixels (at 512²) between scaled or shifted copies of one photo, and so does
+    the crop; the face mesh is steadier. So: crop on MTCNN's points, run the mesh, take the 5 points from the mesh
+    (:func:`five_from_mesh`), crop again (``passes`` times), and run the mesh on the final crop.
+    Raises FitError when the mesh finds no face.
     """
     crop = reference_crop(image, face.landmarks5)
-    mesh = mesh_points(crop.image)
+    for _ in range(passes):
+        crop = reference_crop(image, crop.points_to_image(_steady_five(crop.image)))
+    return crop, _mesh_or_fail(crop.image)
+
+
+def _steady_five(crop_u8: np.ndarray) -> np.ndarray:
+    """float64 [5, 2] crop px: :func:`five_from_mesh` averaged over the crop and its mirror image (the mirror's
+    points flipped back, its eyes and mouth corners swapped), which halves the mesh's left-right jitter."""
+    a = five_from_mesh(_mesh_or_fail(crop_u8))
+    m = mesh_points(np.ascontiguousarray(crop_u8[:, ::-1]))
+    if m is None:
+        return a
+    b = five_from_mesh(m)[[1, 0, 2, 4, 3]]
+    b[:, 0] = crop_u8.shape[1] - b[:, 0]
+    return (a + b) / 2.0
+
+
+def _mesh_or_fail(crop_u8: np.ndarray) -> np.ndarray:
+    mesh = mesh_points(crop_u8)
     if mesh is None:
         raise FitError("image", "a face the landmark model can read", "no landmarks in the face's crop",
                        "use a sharper, better lit photo with the face turned less than 60 degrees",
                        code="no_landmarks")
+    return mesh
+
+
+def detect_mesh(image: np.ndarray, face: Face) -> np.ndarray:
+    """MediaPipe's 468 face-mesh points float64 [468, 2] in image px (corner origin) of ``face`` in ``image``.
+
+    The mesh runs on the face's aligned reference crop (:func:`aligned_crop`). Raises FitError without a face.
+    """
+    crop, mesh = aligned_crop(image, face)
     return crop.points_to_image(mesh)
 
 

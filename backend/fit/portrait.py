@@ -9,10 +9,10 @@ import numpy as np
 from shared.morphable import MorphableModel
 
 from .correspondence import load_mesh_points
-from .crop import Crop, reference_crop
+from .crop import Crop
 from .detect import Face, detect_faces
 from .errors import FitError
-from .landmarks import MESH_OVAL, MESH_TO_IBUG68, detect_mesh, ibug68_from_mesh
+from .landmarks import MESH_OVAL, MESH_TO_IBUG68, aligned_crop, ibug68_from_mesh
 from .rigfit import GOOD_PX, JAW_WEIGHT, ROUGH_PX, RigFit, fit_rig, project_fit
 
 MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)
@@ -59,12 +59,11 @@ def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
 
 def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool = True, fit_expression: bool = True,
                  fit_pose: bool = True, name: str = "image") -> PortraitFit:
-    """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does, find 68
-    landmarks and fit ``rig`` to them. Raises FitError (no face, face too small, fit failed); other faces and
+    """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does (on 5 points
+    from the face mesh, :func:`backend.fit.landmarks.aligned_crop`), find its landmarks and fit ``rig`` to them. Raises FitError (no face, face too small, fit failed); other faces and
     extreme profiles become warnings."""
     face, warnings = _choose_face(detect_faces(image), name)
-    crop = reference_crop(image, face.landmarks5)
-    mesh = crop.points_to_crop(detect_mesh(image, face))
+    crop, mesh = aligned_crop(image, face)
     landmarks = ibug68_from_mesh(mesh)
     fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose)
     dense = load_mesh_points(rig) is not None
