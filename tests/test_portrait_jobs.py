@@ -83,10 +83,12 @@ def _ctx(tmp_path, events):
 
 # --- the reference framing of preview / generate ----------------------------------------------------------------
 def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astronaut, astronaut_png, tmp_path):
-    from backend.fit import detect_faces, load_photo, reference_crop
+    from backend.fit import detect_faces, load_photo
+    from backend.fit.landmarks import aligned_crop
 
     image = load_photo(astronaut_png)
-    want = reference_crop(image, detect_faces(image)[0].landmarks5).image  # uint8 [512, 512, 3]
+    crop = aligned_crop(image, detect_faces(image)[0])[0]  # the fit job's crop: the reference's, on steady points
+    want = crop.image  # uint8 [512, 512, 3]
     got = read_reference(P.Png(astronaut_png), 512, "aligned", _ctx(tmp_path, []))
     assert got.shape == (3, 512, 512) and got.dtype == np.float32
     np.testing.assert_array_equal((got.transpose(1, 2, 0) * 255).round().astype(np.uint8), want)
@@ -168,7 +170,7 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     assert lm.shape == (68, 2) and (lm > 0).all() and (lm < 512).all() and len(meta["residual_px"]) == 68
     crop, marked, overlay = (_decode(files[n].data) for n in ("crop.png", "landmarks.png", "overlay.png"))
     assert crop.shape == marked.shape == overlay.shape == (512, 512, 3)
-    x, y = np.round(lm[30]).astype(int)  # the nose tip: a green landmark dot on the marked crop
+    x, y = np.round(lm[8]).astype(int)  # the chin: a green landmark dot on the marked crop
     assert marked[y, x].tolist() == [64, 255, 64] and crop[y, x].tolist() != [64, 255, 64]
     cx, cy = np.round(lm[27:31].mean(axis=0)).astype(int)  # the nose bridge: the fitted rig's normals cover it
     assert np.abs(overlay[cy, cx - 10].astype(int) - crop[cy, cx - 10].astype(int)).max() > 20

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from backend.fit import FitError, fit_portrait
+from backend.fit.landmarks import five_from_mesh
 from backend.jobs.photos import as_job_failed, decode_photo, warn
 from backend.jobs.preview import png_bytes
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
@@ -97,7 +98,10 @@ class FitRunner:
 
 
 def crop_landmarks5(portrait: Any) -> np.ndarray:
-    """float64 [5, 2] the face's 5 landmarks mapped into crop px by the crop's affine."""
+    """float64 [5, 2] crop px: the 5 points the crop is aligned on (from the face mesh, as ``aligned_crop`` takes
+    them), else the detector's 5 landmarks mapped by the crop's affine."""
+    if getattr(portrait, "mesh", None) is not None:
+        return np.asarray(five_from_mesh(portrait.mesh), dtype=np.float64)
     p = np.asarray(portrait.face.landmarks5, dtype=np.float64)
     A = np.asarray(portrait.crop.to_crop, dtype=np.float64)
     return p @ A[:, :2].T + A[:, 2]

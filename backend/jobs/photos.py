@@ -15,7 +15,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from backend.fit import PhotoError, detect_faces, load_photo, reference_crop
+from backend.fit import FitError, PhotoError, detect_faces, load_photo
+from backend.fit.landmarks import aligned_crop
 from backend.runner import JobContext, JobFailed
 from shared.protocol import Blob, Png
 
@@ -80,7 +81,9 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
     """The ``reference`` portrait -> float32 [3, R, R] in 0..1, framed as the prior was trained.
 
     ``aligned``: the face's 5 landmarks fitted to the 5 standard 3D landmarks, cropped as the reference
-    implementation does (``backend.fit.reference_crop``: 512², black outside the photo), Lanczos to R when R != 512.
+    implementation does (``backend.fit.reference_crop`` on the face mesh's steadier 5 points,
+    ``backend.fit.landmarks.aligned_crop``, as the fit job crops: 512², black outside the photo), Lanczos to R when
+    R != 512.
     ``centre``: the centre square, Lanczos to R (for images without a detectable face).
     Several faces report a warning through ``ctx``.
     """
@@ -91,7 +94,10 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
     elif framing == "aligned":
         image = decode_photo(payload, "reference")
         face = largest_face(image, "reference", ctx)
-        rgb = reference_crop(image, face.landmarks5).image  # uint8 [512, 512, 3]
+        try:  # the fit's own crop: the same framing as Match Portrait's, steadier than MTCNN's 5 points
+            rgb = aligned_crop(image, face)[0].image  # uint8 [512, 512, 3]
+        except FitError as e:
+            raise as_job_failed(e, "reference") from None
     else:
         raise JobFailed(f"params.reference_framing: expected aligned or centre, received {framing!r}",
                         "choose aligned (the default) or centre", code="invalid_field")
