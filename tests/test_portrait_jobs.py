@@ -240,11 +240,13 @@ def test_cli_generate_request_poses_the_default_rig_and_sends_the_reference_as_p
     model = load_default_rig("ict")
     state = RigState(model="ict", identity=(1.0, -0.5), expressions={"jawOpen": 0.4}, pose=(0.0, 0.2, 0.0))
     args = argparse.Namespace(kind="generate", prompt="laughing", negative="", seed=3, reference_framing="aligned",
-                              prior="oracle", preset="draft", max_steps=40)
+                              prior="oracle", preset="draft", max_steps=40, mesh_resolution=64, faces=2000,
+                              texture=256)
     buf = io.BytesIO()
     Image.fromarray(astronaut).save(buf, format="JPEG", quality=95)
     params, inputs = build_job(args, model, state, buf.getvalue())
     assert isinstance(params, GenerateParams) and params.rig == state and params.distill.resolved().steps == 40
+    assert (params.export.resolution, params.export.faces, params.export.texture) == (64, 2000, 256)
     want = model.evaluate((1.0, -0.5), {"jawOpen": 0.4}, (0.0, 0.2, 0.0), (0.0, 0.0))
     assert_close(inputs["vertices"], want.astype(np.float32), name="posed vertices")
     assert inputs["faces"].dtype == np.int32 and inputs["faces"].shape == model.normal_region_faces.shape
@@ -253,3 +255,27 @@ def test_cli_generate_request_poses_the_default_rig_and_sends_the_reference_as_p
     assert as_png(png) == png  # a PNG goes as it is
     with pytest.raises(ValueError, match="--reference"):
         as_png(b"not an image")
+
+
+@pytest.mark.slow
+def test_cli_generate_from_a_portrait_prints_where_the_glb_landed(make_server, astronaut_png, tmp_path, capsys):
+    from backend.cli import main
+    from backend.jobs.generate import GenerateRunner
+
+    server = make_server(runners={"fit": FitRunner(), "generate": GenerateRunner()})
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(astronaut_png)
+    out = tmp_path / "out"
+    # The oracle prior (no weights) and a test-sized job: the draft schedule capped at 40 steps, a coarse mesh.
+    rc = main(["generate", "--server", server.endpoint, "--reference", str(photo), "--driving", str(photo),
+               "--prompt", "laughing", "--prior", "oracle", "--preset", "draft", "--max-steps", "40",
+               "--mesh-resolution", "64", "--faces", "2000", "--texture", "256", "--out", str(out),
+               "--wait-s", "600"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    glb = out / "generate" / "head.glb"
+    assert f"GLB: {glb}" in printed.out and glb.read_bytes()[:4] == b"glTF"
+    assert "fit driving: " in printed.out and "[distill]" in printed.out
+    meta = json.loads((out / "generate" / "meta.json").read_text())["meta"]
+    assert meta["mode"] == "oracle" and meta["steps"] == 40
+    assert (out / "fit-driving" / "overlay.png").is_file() and (out / "fit-reference" / "overlay.png").is_file()

@@ -25,7 +25,7 @@ import numpy as np
 
 from backend.commands.server_cmds import _client, _client_args, _report_error
 from shared import protocol as P
-from shared.config import DistillConfig, PriorConfig
+from shared.config import DistillConfig, ExportConfig, PriorConfig
 from shared.jobs import FRAMINGS, FitParams, GenerateParams, PreviewParams, RigState
 from shared.morphable import RigNotFound, load_default_rig
 from shared.presets import get_preset, preset_weights
@@ -56,6 +56,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
             p.add_argument("--preset", choices=("paper", "fast", "draft"), default="fast",
                            help="distillation preset (default fast)")
             p.add_argument("--max-steps", type=int, default=0, help="cap the distillation's steps (0: the preset's)")
+            p.add_argument("--mesh-resolution", type=int, default=256, help="density grid the mesh is cut from")
+            p.add_argument("--faces", type=int, default=50_000, help="triangle count of the exported head")
+            p.add_argument("--texture", type=int, default=1024, help="texture width and height in pixels")
         else:
             p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
             p.add_argument("--az", type=float, default=0.0, help="view azimuth in degrees")
@@ -152,7 +155,8 @@ def build_job(args: argparse.Namespace, model: Any, state: RigState, reference: 
         distill = DistillConfig(preset=args.preset)
         if 0 < args.max_steps < distill.resolved().steps:
             distill = distill.with_steps(args.max_steps)
-        params = GenerateParams(**text, distill=distill)
+        params = GenerateParams(**text, distill=distill, export=ExportConfig(
+            faces=args.faces, texture=args.texture, resolution=args.mesh_resolution))
     else:
         params = PreviewParams(**text, steps=args.steps, az_deg=args.az, el_deg=args.el)
     return check(params), inputs
