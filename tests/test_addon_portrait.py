@@ -118,3 +118,32 @@ def test_portrait_panel_draws_its_controls_and_the_aligned_crop(blender_user, ic
     assert "label:fit good: landmark error 2.4 px at 512²" in log
     assert any(e.startswith("template_icon") for e in log)  # the aligned crop is shown
     assert "prop:reference_framing" in got["logs"]["JOKER_PT_generate"]
+
+
+@needs_bpy
+def test_a_phone_photo_reaches_the_backend_upright(blender_user, tmp_path):  # noqa: F811
+    """Blender ignores EXIF orientation; the reference PNG the add-on sends is turned upright like the file the
+    fit job decodes, so Preview/Generate and Match Portrait see the same face."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :40] = 255  # white left half
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
+    photo = tmp_path / "phone.jpg"
+    im.save(photo, exif=exif.tobytes(), quality=100)
+    out = tmp_path / "sent.png"
+    got = run_bpy(f"""
+    images = mod("images")
+    image = bpy.data.images.load({str(photo)!r})
+    open({str(out)!r}, "wb").write(images.image_to_png(image))
+    report(size=list(image.size), same_file=images.photo_bytes(image) == open({str(photo)!r}, "rb").read())
+    """, blender_user)
+    assert got["size"] == [80, 40] and got["same_file"]  # Blender shows it as stored; the fit job gets the file
+    sent = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(photo.read_bytes()))).convert("RGB")).astype(int)
+    assert sent.shape == want.shape == (80, 40, 3)
+    assert np.abs(sent - want).mean() < 2  # two JPEG decoders: equal up to rounding
