@@ -7,6 +7,7 @@ import pytest
 
 from backend.fit import FitError, fit_rig
 from backend.fit.correspondence import SurfacePoints, load_mesh_points
+from backend.fit.metrics import shape_error_mm
 from backend.fit.rigfit import _Problem
 from shared.conventions import crop_camera, project_points
 from shared.jobs import RigState
@@ -16,17 +17,6 @@ from shared.morphable import MorphableModel
 def _project(rig, points, identity, expressions, pose, translation=(0.0, 0.0, 0.0)):
     V = rig.evaluate(identity, expressions, pose).astype(np.float64) + np.asarray(translation)
     return project_points(crop_camera(), points.of(V))[0]
-
-
-def _shape_error_mm(rig, identity_fit, identity_true) -> float:
-    """Mean vertex distance of the neutral faces (ICT's face region) after a rigid alignment, in mm."""
-    face = rig.region_mask("face")
-    A = rig.shape(identity_fit)[face].astype(np.float64)
-    B = rig.shape(identity_true)[face].astype(np.float64)
-    A0, B0 = A - A.mean(0), B - B.mean(0)
-    U, _, Vt = np.linalg.svd(A0.T @ B0)
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    return float(np.linalg.norm(A0 @ (U @ D @ Vt) - B0, axis=1).mean() * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +48,7 @@ def test_exact_landmarks_recover_pose_expression_and_translation(ict_rig, lm68):
     smile = (fit.state.expressions.get("mouthSmile_L", 0) + fit.state.expressions.get("mouthSmile_R", 0)) / 2
     assert smile > 0.3
     assert all(0.0 <= w <= 1.0 for w in fit.state.expressions.values())
-    assert _shape_error_mm(ict_rig, fit.state.identity, identity) < 0.8 * _shape_error_mm(ict_rig, None, identity)
+    assert shape_error_mm(ict_rig, fit.state.identity, identity) < 0.8 * shape_error_mm(ict_rig, None, identity)
     RigState(**{k: getattr(fit.state, k) for k in ("model", "identity", "expressions", "pose", "gaze")})
 
 
@@ -73,8 +63,8 @@ def test_dense_points_recover_identity_under_detector_noise(ict_rig):
         pose = (rng.uniform(-0.15, 0.15), rng.uniform(-0.3, 0.3), rng.uniform(-0.08, 0.08))
         target = _project(ict_rig, points, identity, None, pose) + rng.normal(0, 1.5, (468, 2))
         fit = fit_rig(ict_rig, target, points=points)
-        fitted.append(_shape_error_mm(ict_rig, fit.state.identity, identity))
-        guessed.append(_shape_error_mm(ict_rig, None, identity))
+        fitted.append(shape_error_mm(ict_rig, fit.state.identity, identity))
+        guessed.append(shape_error_mm(ict_rig, None, identity))
     assert np.mean(fitted) < 2.5 and np.mean(fitted) < 0.55 * np.mean(guessed), (fitted, guessed)
 
 
