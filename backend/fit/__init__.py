@@ -12,8 +12,8 @@ from .errors import FitError, PhotoError
 from .landmarks import detect_landmarks
 from .photo import load_photo
 from .portrait import PortraitFit, fit_portrait
-from .rigfit import RigFit, fit_rig
+from .rigfit import RigFit, fit_rig, posed_vertices, project_fit
 
 __all__ = ["CROP_RES", "STANDARD_LM5", "Crop", "Face", "FitError", "PhotoError", "PortraitFit", "RigFit",
            "centre_crop", "detect_faces", "detect_landmarks", "fit_portrait", "fit_rig", "load_photo",
-           "reference_crop"]
+           "posed_vertices", "project_fit", "reference_crop"]

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared.conventions import Camera
+
 from .errors import FitError
 
 CROP_RES = 512  # the prior's reference resolution
@@ -85,7 +87,8 @@ def pos(lm2d: np.ndarray, lm3d: np.ndarray = STANDARD_LM5) -> tuple[np.ndarray, 
 FULL_RESIZE_MAX_PX = 24_000_000  # up to this many resized pixels, resize the whole image as the reference does
 
 
-def _window(image_u8: np.ndarray, size: tuple[int, int], x0: int, y0: int, n: int, resample: int) -> np.ndarray:
+def _window(image_u8: np.ndarray, size: tuple[int, int], x0: int, y0: int, n: int, resample: int,
+            exact: bool = True) -> np.ndarray:
     """Pixels [y0, y0+n) x [x0, x0+n) of ``image_u8`` resized to ``size`` (w, h), black outside: uint8 [n, n, 3].
 
     Resizes the whole image like the reference (bit-exact) unless that would exceed ``FULL_RESIZE_MAX_PX``; then
@@ -101,7 +104,7 @@ def _window(image_u8: np.ndarray, size: tuple[int, int], x0: int, y0: int, n: in
     c, d = max(y0, 0), min(y0 + n, h)
     if a >= b or c >= d:
         return out
-    if w * h <= FULL_RESIZE_MAX_PX:
+    if exact and w * h <= FULL_RESIZE_MAX_PX:
         part = Image.fromarray(image_u8).resize((w, h), resample=resample).crop((a, c, b, d))
     else:
         box = (a * w0 / w, c * h0 / h, b * w0 / w, d * h0 / h)  # the sample positions of resizing everything
@@ -118,42 +121,79 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(a[..., :3].astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def reference_crop(image: np.ndarray, landmarks5: np.ndarray) -> Crop:
-    """The reference implementation's 512² crop around the face given by 5 landmarks.
+def crop_geometry(landmarks5: np.ndarray, width: int, height: int) -> tuple[np.ndarray, tuple[int, int], int, int,
+                                                                           float, np.ndarray]:
+    """The reference crop's geometry for 5 landmarks (image px, corner origin) in a width x height image.
 
-    image:      float [H, W, 3] RGB 0..1 (or uint8).
-    landmarks5: float [5, 2] image px (corner origin, pixel centres at +0.5): left eye, right eye, nose tip,
-                left mouth corner, right mouth corner (left = image left).
+    Returns (to_crop float64 [2, 3] image px -> crop px, (w, h) the resized image size, x0, y0 the 700² window's
+    corner in the resized image, s_pos, t_pos). Raises FitError for degenerate landmarks.
     """
-    from PIL import Image
-
-    img = to_uint8(image)
-    H, W = img.shape[:2]
     lm = np.asarray(landmarks5, dtype=np.float64).reshape(5, 2)
     if not np.isfinite(lm).all():
         raise FitError("landmarks5", "5 finite (x, y) points", lm.tolist(), "detect the face again")
-    ref = np.stack([lm[:, 0] - 0.5, (H - 1) - (lm[:, 1] - 0.5)], axis=1)  # the reference's index, y-up frame
+    ref = np.stack([lm[:, 0] - 0.5, (height - 1) - (lm[:, 1] - 0.5)], axis=1)  # the reference's index, y-up frame
     t, s_pos = pos(ref)
     if not s_pos > 1e-6:
         raise FitError("landmarks5", "5 landmarks spread over a face", lm.tolist(),
                        "the landmarks coincide; detect the face again")
     s = _RESCALE / s_pos
-    w, h = int(W * s), int(H * s)
+    w, h = int(width * s), int(height * s)
     if w < 1 or h < 1:
         raise FitError("landmarks5", "a face no larger than the image", f"a face {1 / s:.0f}x larger",
                        "detect the face again")
-    left = int(w / 2 - _TARGET / 2 + (t[0] - W / 2) * s)
-    up = int(h / 2 - _TARGET / 2 + (H / 2 - t[1]) * s)
+    left = int(w / 2 - _TARGET / 2 + (t[0] - width / 2) * s)
+    up = int(h / 2 - _TARGET / 2 + (height / 2 - t[1]) * s)
     off = int(_TARGET / 2 - _CENTRE / 2)  # 162
     x0, y0 = left + off, up + off
-    mid = _window(img, (w, h), x0, y0, _CENTRE, Image.BICUBIC)
-    out = np.asarray(Image.fromarray(mid).resize((CROP_RES, CROP_RES), resample=Image.LANCZOS))
     k = CROP_RES / _CENTRE
-    sx, sy = w / W, h / H  # Pillow resamples each axis by its own integer size
+    sx, sy = w / width, h / height  # Pillow resamples each axis by its own integer size
     to_crop = np.array([[k * sx, 0.0, -k * x0], [0.0, k * sy, -k * y0]])
-    crop = Crop(out, to_crop, float(k * (sx + sy) / 2), np.zeros(2), "reference", s_pos, t)
+    return to_crop, (w, h), x0, y0, s_pos, t
+
+
+def reference_crop(image: np.ndarray, landmarks5: np.ndarray, exact: bool = True) -> Crop:
+    """The reference implementation's 512² crop around the face given by 5 landmarks.
+
+    image:      float [H, W, 3] RGB 0..1 (or uint8).
+    landmarks5: float [5, 2] image px (corner origin, pixel centres at +0.5): left eye, right eye, nose tip,
+                left mouth corner, right mouth corner (left = image left).
+    exact:      False resamples only the needed window even for small photos (a few levels off on <1 % of the
+                pixels, several times faster): for intermediate crops that only feed a landmark model.
+    """
+    from PIL import Image
+
+    img = to_uint8(image)
+    H, W = img.shape[:2]
+    to_crop, size, x0, y0, s_pos, t = crop_geometry(landmarks5, W, H)
+    mid = _window(img, size, x0, y0, _CENTRE, Image.BICUBIC, exact)
+    out = np.asarray(Image.fromarray(mid).resize((CROP_RES, CROP_RES), resample=Image.LANCZOS))
+    crop = Crop(out, to_crop, float((to_crop[0, 0] + to_crop[1, 1]) / 2), np.zeros(2), "reference", s_pos, t)
     crop.centre = crop.points_to_image(np.array([CROP_RES / 2, CROP_RES / 2]))
     return crop
+
+
+def five_from_68(points68: np.ndarray) -> np.ndarray:
+    """Deep3DFaceRecon's ``extract_5p``: [68, 2] iBUG points -> [5, 2] (eye centres as the mean of each eye's two
+    corners, nose tip, mouth corners; image-left first for a frontal face)."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack([p[[36, 39]].mean(0), p[[42, 45]].mean(0), p[30], p[48], p[54]])
+
+
+def reference_view_cameras(cameras: list[Camera], landmarks68: np.ndarray) -> list[Camera]:
+    """Every view framed as the reference frames its distillation views: each camera re-cropped on the head's 68
+    landmarks (float [68, 3] head frame, posed as rendered) projected into it. See :func:`view_camera`."""
+    from shared.conventions import project_points
+
+    return [view_camera(c, five_from_68(project_points(c, landmarks68)[0])) for c in cameras]
+
+
+def view_camera(camera: Camera, landmarks5_px: np.ndarray) -> Camera:
+    """The reference's per-view framing: ``camera`` (a 512² view) re-cropped on the face's projected 5 landmarks
+    as the reference re-crops every distillation view (``align_camera_parameters``): same pose, intrinsics
+    K' = A K with A the crop's affine. landmarks5_px: float [5, 2] in the view's px."""
+    to_crop, *_ = crop_geometry(landmarks5_px, camera.width, camera.height)
+    A = np.vstack([to_crop, [0.0, 0.0, 1.0]])
+    return Camera(A @ camera.K, camera.c2w, CROP_RES, CROP_RES)
 
 
 def centre_crop(image: np.ndarray, size: int = CROP_RES) -> Crop:

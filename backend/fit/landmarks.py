@@ -105,9 +105,9 @@ def aligned_crop(image: np.ndarray, face: Face, passes: int = REFINE_PASSES) -> 
     (:func:`five_from_mesh`), crop again (``passes`` times), and run the mesh on the final crop.
     Raises FitError when the mesh finds no face.
     """
-    crop = reference_crop(image, face.landmarks5)
-    for _ in range(passes):
-        crop = reference_crop(image, crop.points_to_image(_steady_five(crop.image)))
+    crop = reference_crop(image, face.landmarks5, exact=False)
+    for i in range(passes):
+        crop = reference_crop(image, crop.points_to_image(_steady_five(crop.image)), exact=i == passes - 1)
     return crop, _mesh_or_fail(crop.image)
 
 

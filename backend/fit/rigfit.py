@@ -250,12 +250,17 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     return RigFit(state, x[-3:].copy(), residual, verdict, warnings)
 
 
+def posed_vertices(rig: MorphableModel, fit: RigFit) -> np.ndarray:
+    """float64 [V, 3] the fitted rig as the crop camera sees it: R S + t (head frame, metres). Render it with
+    ``shared.conventions.crop_camera()`` (e.g. ``shared.raster.render_normal_map``) to overlay it on the crop."""
+    s = fit.state
+    return rig.evaluate(s.identity, s.expressions, s.pose).astype(np.float64) + fit.translation
+
+
 def project_fit(rig: MorphableModel, fit: RigFit, points: SurfacePoints | None = None) -> np.ndarray:
     """float64 [N, 2] crop px of surface points (default the rig's 68 landmark vertices) on the fitted rig."""
     points = points or SurfacePoints.from_vertices(rig.arrays["landmarks68"])
-    s = fit.state
-    V = rig.evaluate(s.identity, s.expressions, s.pose).astype(np.float64) + fit.translation
-    uv, _ = project_points(crop_camera(), points.of(V))
+    uv, _ = project_points(crop_camera(), points.of(posed_vertices(rig, fit)))
     return uv
 
 
