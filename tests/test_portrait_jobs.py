@@ -278,4 +278,31 @@ def test_cli_generate_from_a_portrait_prints_where_the_glb_landed(make_server, a
     assert "fit driving: " in printed.out and "[distill]" in printed.out
     meta = json.loads((out / "generate" / "meta.json").read_text())["meta"]
     assert meta["mode"] == "oracle" and meta["steps"] == 40
+    assert meta["view_framing"] == "reference"  # the fitted ICT rig: every view framed on its landmarks
     assert (out / "fit-driving" / "overlay.png").is_file() and (out / "fit-reference" / "overlay.png").is_file()
+
+
+# --- the distillation views of generate ---------------------------------------------------------------------------
+def test_generate_frames_its_views_on_the_posed_rigs_landmarks():
+    from backend.fit.crop import reference_view_cameras
+    from backend.jobs.views import distill_views
+    from shared.conventions import reference_grid
+    from shared.morphable import load_default_rig
+
+    model = load_default_rig("ict")
+    state = RigState(model="ict", identity=(0.8,), expressions={"jawOpen": 0.5}, pose=(0.1, 0.3, 0.0))
+    vertices = model.evaluate(state.identity, state.expressions, state.pose)
+    cameras, framing = distill_views(state, vertices, 3, 2)
+    grid = reference_grid(512, 3, 2)
+    want = reference_view_cameras(grid, vertices[model.arrays["landmarks68"]])
+    assert framing == "reference" and len(cameras) == 6
+    for got, ref, plain in zip(cameras, want, grid):
+        assert_close(got.K, ref.K, name="K")
+        np.testing.assert_array_equal(got.c2w, plain.c2w)  # the pose is the grid's; only the intrinsics move
+        assert (got.width, got.height) == (512, 512)
+    frontal = distill_views(RigState(), model.evaluate(), 1, 1)[0][0]
+    assert frontal.K[1, 2] < 256 - 10  # the reference frames the face higher than a camera on the origin does
+    other = np.zeros((100, 3))  # not the named rig's mesh: the centred grid, said so
+    cameras, framing = distill_views(state, other, 3, 2)
+    assert framing == "centred" and all(np.array_equal(c.K, g.K) for c, g in zip(cameras, grid))
+    assert distill_views(RigState(model="nosuchrig"), vertices, 1, 1)[1] == "centred"

@@ -1,6 +1,7 @@
 """The ``generate`` job: a textured 3D head from the posed rig, the reference portrait and the prompt.
 
-1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations
+1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations, each
+   framed on the posed rig's landmarks as the reference frames them (``backend.jobs.views``)
 2. guidance: normal maps of every view -> the prior (joker / free), or the oracle prior (a known textured head)
 3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
 4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
@@ -17,8 +18,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from backend.jobs.views import distill_views
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
+from shared.conventions import Camera, orbit_camera
 from shared.jobs import JOB_KINDS, GenerateParams
 from shared.spec import to_dict
 
@@ -39,7 +41,7 @@ class GenerateRunner:
 
         r = params.distill.resolved()
         vertices, faces = _mesh(inputs)
-        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el)
+        cameras, view_framing = distill_views(params.rig, vertices, r.n_az, r.n_el)
         guidance = (self._guidance_factory or self._guidance)(params, inputs, vertices, faces, cameras, ctx)
         lpips, notes = self._lpips(r.lpips_weight, ctx)
         started, last = time.monotonic(), [0.0]
@@ -62,7 +64,7 @@ class GenerateRunner:
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
+                "units": "metres", "frame": "head (+Y up, +Z out of the face)", "view_framing": view_framing}
         glb, export_meta = self._export(result.field, params, ctx)
         if glb is not None:
             artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
