@@ -306,3 +306,16 @@ def test_generate_frames_its_views_on_the_posed_rigs_landmarks():
     cameras, framing = distill_views(state, other, 3, 2)
     assert framing == "centred" and all(np.array_equal(c.K, g.K) for c, g in zip(cameras, grid))
     assert distill_views(RigState(model="nosuchrig"), vertices, 1, 1)[1] == "centred"
+
+
+def test_a_single_preview_view_is_framed_at_its_own_resolution():
+    from backend.jobs.views import framed
+    from shared.conventions import orbit_camera
+    from shared.morphable import load_default_rig
+
+    model = load_default_rig("ict")
+    vertices = model.evaluate()
+    (at_64,), framing = framed([orbit_camera(20.0, 5.0, res=64)], RigState(), vertices)
+    (at_512,), _ = framed([orbit_camera(20.0, 5.0, res=512)], RigState(), vertices)
+    assert framing == "reference" and (at_64.width, at_64.height) == (64, 64)
+    assert_close(at_64.K, at_512.scaled(64).K, name="K at 64")  # the same framing at the tiny prior's size

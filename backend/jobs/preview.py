@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backend.jobs.photos import read_reference
+from backend.jobs.views import framed
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
@@ -116,7 +117,8 @@ class PreviewRunner:
             raise JobFailed(f"inputs.faces: expected indices in [0, {len(vertices)}), received "
                             f"[{faces.min()}, {faces.max()}]", "send faces that index the vertices array",
                             code="invalid_input")
-        camera = orbit_camera(params.az_deg, params.el_deg, res=resolution)
+        # framed on the rig's landmarks as the prior's training views were (centred for other meshes)
+        camera = framed([orbit_camera(params.az_deg, params.el_deg, res=resolution)], params.rig, vertices)[0][0]
         maps = self._render(vertices, faces, [camera])
         maps = maps.cpu().numpy() if hasattr(maps, "cpu") else np.asarray(maps)
         return np.ascontiguousarray(maps[0], dtype=np.uint8)

@@ -25,14 +25,21 @@ def distill_views(rig: RigState, vertices: np.ndarray, n_az: int, n_el: int,
 
     vertices: float [V, 3] the posed mesh (head frame, metres), as the job renders its normal maps.
     """
-    grid = reference_grid(res, n_az, n_el)
+    return framed(reference_grid(res, n_az, n_el), rig, vertices)
+
+
+def framed(cameras: list[Camera], rig: RigState, vertices: np.ndarray) -> tuple[list[Camera], str]:
+    """(cameras, framing): ``cameras`` (square views) re-framed on the posed mesh's 68 landmarks as the reference
+    frames its views, at their own resolution ("reference"); unchanged ("centred") for a mesh that is not the named
+    rig's."""
     try:
         model = load_default_rig(rig.model)
     except (RigNotFound, ValueError):
-        return grid, "centred"
+        return list(cameras), "centred"
     landmarks = model.arrays.get("landmarks68")
     if landmarks is None or len(vertices) != model.n_vertices:
-        return grid, "centred"
+        return list(cameras), "centred"
     lm3d = np.asarray(vertices, dtype=np.float64)[np.asarray(landmarks, dtype=np.int64)]  # [68, 3]
-    cameras = reference_view_cameras(grid, lm3d)
-    return [c.scaled(res) if c.width != res else c for c in cameras], "reference"
+    at_512 = [c if c.width == REFERENCE_RES else c.scaled(REFERENCE_RES) for c in cameras]  # the crop's geometry
+    views = reference_view_cameras(at_512, lm3d)
+    return [v if v.width == c.width else v.scaled(c.width, c.height) for v, c in zip(views, cameras)], "reference"
