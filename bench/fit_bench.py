@@ -2,8 +2,8 @@
 
     fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… mean_face_mm=…
 
-detect_ms     median MTCNN time on the real photos (astronaut, Grace Hopper), one CPU thread, warm
-fit_ms        median time of everything after detection (crop on mesh points, face mesh, rig fit), one thread
+detect_ms     median MTCNN CPU time on the real photos (astronaut, Grace Hopper), one thread, warm
+fit_ms        median CPU time of everything after detection (crop on mesh points, face mesh, rig fit), one thread
 landmark_px   mean reprojection error of the fitted rig's 68 landmarks at 512² on the real photos
 crop_px       largest crop-corner disagreement (512² px) between a photo and its scaled / shifted / padded copies
 shape_mm      mean vertex error of the recovered neutral face (ICT face region, rigid alignment) on heads with
@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import time
 from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, set before numpy loads BLAS
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 
 def _photo_paths() -> list[Path]:
@@ -33,11 +37,14 @@ def _photo_paths() -> list[Path]:
 
 
 def _timed(fn, *args, repeat: int = 3):
+    """(result, median ms of process CPU time). CPU time, not wall clock: everything runs on one thread (torch
+    set to 1, OMP_NUM_THREADS=1 for MediaPipe's delegate), so CPU time is the one-core time even when the machine
+    is shared and the wall clock is not."""
     times, out = [], None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.process_time()
         out = fn(*args)
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return out, float(np.median(times)) * 1000.0
 
 
