@@ -100,9 +100,10 @@ def main() -> None:
     views = reference_view_cameras(grid, lm3d)
     ratio = np.array([v.K[0, 0] / c.K[0, 0] for v, c in zip(views, grid)])
     shift = np.array([v.K[:2, 2] - c.K[:2, 2] for v, c in zip(views, grid)])
-    print(f"reference framing of {len(grid)} grid views vs centred views: focal x{ratio.min():.3f}..x{ratio.max():.3f}, "
-          f"principal point shift dx {shift[:, 0].min():+.1f}..{shift[:, 0].max():+.1f} px, "
-          f"dy {shift[:, 1].min():+.1f}..{shift[:, 1].max():+.1f} px at 512² (not negligible: use reference_view_cameras)")
+    print(f"reference framing of {len(grid)} grid views vs centred views: focal x{ratio.min():.3f}.."
+          f"x{ratio.max():.3f}, principal point shift dx {shift[:, 0].min():+.1f}..{shift[:, 0].max():+.1f} px, "
+          f"dy {shift[:, 1].min():+.1f}..{shift[:, 1].max():+.1f} px at 512² "
+          "(not negligible: use reference_view_cameras)")
 
     # 4. heads of known identity: projected mesh points + noise, and through the detector
     n_heads = args.heads or (6 if args.quick else 30)
@@ -122,7 +123,8 @@ def main() -> None:
                 _, mesh = aligned_crop(shot.image, faces[0])
                 det_err.append(shape_error_mm(rig, fit_landmarks(rig, mesh).state.identity, identity))
     print(f"{n_heads} heads: shape error {np.mean(proj_err):.2f} mm from projected points (σ 1.5 px), "
-          f"{np.mean(det_err):.2f} mm through the detector ({len(det_err)} renders), mean face {np.mean(mean_err):.2f} mm")
+          f"{np.mean(det_err):.2f} mm through the detector ({len(det_err)} renders), "
+          f"mean face {np.mean(mean_err):.2f} mm")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
           f"crop_px={max(crop_worst):.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={np.mean(det_err):.2f} "
           f"mean_face_mm={np.mean(mean_err):.2f}")
