@@ -42,6 +42,27 @@ def test_sixteen_bit_gray_keeps_its_precision():
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
 
+def _png16_rgb(a: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow cannot write one): signature, IHDR (depth 16, colour type 2), IDAT, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = a.shape
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_rgb_loads():
+    a = (np.random.default_rng(2).random((20, 30, 3)) * 65535).astype(np.uint16)
+    out = load_photo(_png16_rgb(a))
+    assert out.shape == (20, 30, 3)
+    np.testing.assert_allclose(out, a / 65535.0, atol=1.01 / 255)  # Pillow decodes 16-bit RGB at 8 bits
+
+
 def test_alpha_composites_over_black_and_palette_and_gray(rgb):
     rgba = np.concatenate([rgb, np.full((40, 60, 1), 255, np.uint8)], axis=-1)
     rgba[:, :30, 3] = 0

@@ -69,3 +69,14 @@ def test_face_too_small(ict_rig, astronaut_path):
     with pytest.raises(FitError) as e:
         fit_portrait(canvas, ict_rig, name="tiny.png")
     assert e.value.code in ("face_too_small", "no_face") and "tiny.png" in str(e.value)
+
+
+def test_match_expression_keeps_the_artists_identity(ict_rig, astronaut_path):
+    """Cross-reenactment: a driving photo sets expression and pose only; identity stays as the artist set it."""
+    from shared.jobs import RigState
+
+    identity = tuple(float(v) for v in np.random.default_rng(4).normal(size=ict_rig.n_identity))
+    pf = fit_portrait(load_photo(astronaut_path), ict_rig, fit_identity=False, init=RigState(identity=identity))
+    assert pf.fit.state.identity == pytest.approx(identity)
+    e = pf.fit.state.expressions
+    assert (e.get("mouthSmile_L", 0) + e.get("mouthSmile_R", 0)) / 2 > 0.3 and pf.fit.verdict in ("good", "rough")

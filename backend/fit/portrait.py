@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from shared.jobs import RigState
 from shared.morphable import MorphableModel
 
 from .correspondence import load_mesh_points
@@ -58,14 +60,17 @@ def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
 
 
 def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool = True, fit_expression: bool = True,
-                 fit_pose: bool = True, name: str = "image") -> PortraitFit:
+                 fit_pose: bool = True, init: RigState | None = None, name: str = "image") -> PortraitFit:
     """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does (on 5 points
-    from the face mesh, :func:`backend.fit.landmarks.aligned_crop`), find its landmarks and fit ``rig`` to them. Raises FitError (no face, face too small, fit failed); other faces and
-    extreme profiles become warnings."""
+    from the face mesh, :func:`backend.fit.landmarks.aligned_crop`), find its landmarks and fit ``rig`` to them.
+    Raises FitError (no face, face too small, fit failed); other faces and extreme profiles become warnings.
+    Parts not fitted keep their values from ``init`` (e.g. *Match Expression*: ``fit_identity=False,
+    init=<the rig's current state>`` keeps the artist's identity)."""
     face, warnings = _choose_face(detect_faces(image), name)
     crop, mesh = aligned_crop(image, face)
     landmarks = ibug68_from_mesh(mesh)
-    fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose)
+    fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose,
+                        init=init)
     dense = load_mesh_points(rig) is not None
     med = float(np.median(fit.residual_px))
     if fit.verdict == "failed":
@@ -76,7 +81,7 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings, mesh, dense)
 
 
-def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, **flags: bool) -> RigFit:
+def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, **flags: Any) -> RigFit:
     """Fit ``rig`` to MediaPipe's 468 points float [468, 2] (crop px): densely when the rig has a correspondence
     table (:mod:`backend.fit.correspondence`), else on the 68 iBUG landmarks. Either way the returned residual
     and verdict are the 68 iBUG landmarks' (as the rig's points that correspond to them)."""
