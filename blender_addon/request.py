@@ -71,8 +71,9 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
 
 
 def fit_request(scene: bpy.types.Scene, purpose: str) -> Request:
-    """The fit job of Match Portrait (``purpose`` "portrait": the reference) or Match Expression ("expression": the
-    driving photo), fitting the scene rig's model; raises ValueError naming what is missing."""
+    """The fit job of Match Portrait (``purpose`` "portrait": the reference, everything fitted) or Match Expression
+    ("expression": the driving photo, expression and pose fitted on the rig's own identity) for the scene rig's
+    model; raises ValueError naming what is missing."""
     state = scene.joker_head
     if state.rig is None:
         raise ValueError("no head rig: add one with Add Head Rig")
@@ -81,4 +82,6 @@ def fit_request(scene: bpy.types.Scene, purpose: str) -> Request:
         which = "Reference" if purpose == "portrait" else "Driving"
         raise ValueError(f"no {which.lower()} photo: pick one in the {which} field")
     params = FitParams(rig=state.rig.joker_rig.model)
+    if purpose == "expression":  # the driving face's expression and pose, fitted on the artist's identity
+        params = FitParams(rig=params.rig, fit_identity=False, init=rig.rig_state(state.rig))
     return Request("fit", check(params), {"photo": P.Blob(images.photo_bytes(image), "application/octet-stream")})

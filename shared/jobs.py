@@ -72,9 +72,11 @@ class FitParams:
     """Fit a portrait: find the face, frame it as the prior was trained, fit the named rig to its landmarks."""
 
     rig: str = spec("ict", max_len=64, pattern=r"[a-z0-9_\-]+", doc="the backend's rig to fit: ict, bfm, ...")
-    fit_identity: bool = spec(True, doc="fit the identity modes (off: keep the mean face)")
-    fit_expression: bool = spec(True, doc="fit the named expression weights (off: neutral)")
-    fit_pose: bool = spec(True, doc="fit the head rotation (off: frontal)")
+    fit_identity: bool = spec(True, doc="fit the identity modes (off: keep init's)")
+    fit_expression: bool = spec(True, doc="fit the named expression weights (off: keep init's)")
+    fit_pose: bool = spec(True, doc="fit the head rotation (off: keep init's)")
+    init: RigState = field(default_factory=RigState)  # parts not fitted keep these values (Match Expression: the
+    # artist's identity, so the driving photo's expression is fitted on the artist's face)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, 
     assert got["expression_job"]["state"] == "done", got["expression_job"]
     drive = got["driving"]["rig"]
     assert got["expressed"]["identity"] == got["redone"]["identity"]  # Match Expression keeps the identity
+    # ... and fits the driving face's expression on it (the rig's identity went with the request as init)
+    assert_close(np.float32(drive["identity"]), np.float32(fitted["identity"]), name="init identity")
     want = {k: v for k, v in drive["expressions"].items() if v != 0.0}
     assert got["expressed"]["expressions"].keys() == want.keys()
     assert_close(np.float32([got["expressed"]["expressions"][k] for k in want]), np.float32(list(want.values())),

@@ -176,6 +176,14 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     assert np.abs(overlay[cy, cx - 10].astype(int) - crop[cy, cx - 10].astype(int)).max() > 20
     assert overlay[2, 2].tolist() == crop[2, 2].tolist()  # the corner is outside the head: the crop unchanged
 
+    # Match Expression's fit: the identity is not fitted but kept from init (the artist's), expression and pose are
+    artist = RigState(identity=(1.5, -1.0, 0.5), expressions={"jawOpen": 0.9}, pose=(0.0, 0.0, 0.0))
+    params = FitParams(fit_identity=False, init=artist)
+    kept = client.wait(client.submit("fit", params, {"photo": P.Blob(astronaut_png)}), timeout_s=300).body.meta
+    assert_close(np.asarray(kept["rig"]["identity"])[:3], np.asarray(artist.identity), name="kept identity")
+    assert not np.any(np.asarray(kept["rig"]["identity"])[3:])
+    assert kept["rig"]["expressions"] != artist.expressions  # fitted to the photo, not kept
+
 
 # --- the CLI ----------------------------------------------------------------------------------------------------
 def test_compose_state_takes_identity_from_the_reference_and_expression_by_precedence():

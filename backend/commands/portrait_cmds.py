@@ -82,7 +82,10 @@ def cmd_portrait(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             ref_fit = run_fit(client, reference, args, "reference")
-            drive_fit = run_fit(client, driving, args, "driving") if driving is not None else None
+            drive_fit = None
+            if driving is not None:  # its expression and pose, fitted on the reference's identity
+                init = from_dict(RigState, ref_fit["rig"])
+                drive_fit = run_fit(client, driving, args, "driving", FitParams(rig=args.rig, fit_identity=False, init=init))
             state = compose_state(ref_fit, drive_fit, args.expression, model.expression_names)
             params, inputs = build_job(args, model, state, reference)
             print(f"{args.kind}: identity of {args.reference.name}, expression from "
@@ -107,9 +110,10 @@ def read_photo(path: Path, option: str) -> bytes:
                          "the path") from None
 
 
-def run_fit(client: Any, photo: bytes, args: argparse.Namespace, role: str) -> dict:
+def run_fit(client: Any, photo: bytes, args: argparse.Namespace, role: str,
+            params: Optional[FitParams] = None) -> dict:
     """Submit a ``fit`` job for the photo, print its progress, save its files under OUT/fit-ROLE; its meta."""
-    params = FitParams(rig=args.rig)
+    params = params or FitParams(rig=args.rig)
     print(f"fit {role}: submitting", flush=True)
     folder = args.out / f"fit-{role}"
     meta, _ = submit_and_wait(client, "fit", params, {"photo": P.Blob(photo, "application/octet-stream")}, folder,

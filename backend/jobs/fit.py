@@ -71,7 +71,7 @@ class FitRunner:
         try:
             portrait = fit_portrait(image, model, fit_identity=params.fit_identity,
                                     fit_expression=params.fit_expression, fit_pose=params.fit_pose,
-                                    name="inputs.photo")
+                                    init=params.init, name="inputs.photo")
         except FitError as e:
             raise as_job_failed(e, "photo") from None
         fit_s = time.monotonic() - started
