@@ -236,3 +236,10 @@ def camera_from_blender(bc: BlenderCamera) -> Camera:
     K = np.array([[f, 0.0, W / 2.0 - bc.shift_x * side], [0.0, f, H / 2.0 + bc.shift_y * side], [0.0, 0.0, 1.0]])
     c2w = np.linalg.inv(HEAD_TO_BLENDER) @ np.asarray(bc.matrix_world, dtype=np.float64) @ OPENCV_TO_OPENGL
     return Camera(K, c2w, W, H)
+
+
+def crop_camera(res: int = REFERENCE_RES) -> Camera:
+    """The camera of the reference crop (the aligned 512² portrait): the frontal view of the grid, principal point at
+    the centre, camera at (0, 0, 1) m looking at the head-frame origin. The rig fitted to a portrait's landmarks is
+    posed (rotation and translation) in front of this camera."""
+    return orbit_camera(0.0, 0.0, res)

@@ -90,3 +90,39 @@ def pytest_report_header(config) -> str:
     from tests.addon_harness import BLENDER_PYTHON, blender_version
 
     return f"blender: {blender_version() or 'not found'} (bpy scripts run under {BLENDER_PYTHON})"
+
+
+# --- portrait fitting (backend/fit): real photos that installed packages ship, the ICT rig ---------------------------
+
+def _package_file(package: str, *parts: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed (pip install 'joker-head[backend]')")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    """scikit-image's astronaut.png: a real portrait (Eileen Collins, NASA, public domain), 512², face off-centre."""
+    return _package_file("skimage", "data", "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def hopper_path() -> Path:
+    """matplotlib's grace_hopper.jpg: a real portrait (US Navy, public domain), 512x600 JPEG."""
+    return _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg")
+
+
+@pytest.fixture(scope="session")
+def faceless_paths() -> list[Path]:
+    """Real photos without a face: scikit-image's coffee cup, cat and rocket."""
+    return [_package_file("skimage", "data", name) for name in ("coffee.png", "chelsea.png", "rocket.jpg")]
+
+
+@pytest.fixture(scope="session")
+def ict_rig(ict_npz):
+    from shared.morphable import MorphableModel
+
+    return MorphableModel.load(ict_npz)

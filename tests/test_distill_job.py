@@ -149,7 +149,10 @@ def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     models = ensure_tiny_models(tmp_path / "models")
     params = _params(levels=4, steps=12, update_every=3)
     params.prior = PriorConfig(mode="joker")
-    inputs = {**_inputs(rig), "reference": Png(encode_png(np.full((40, 32, 3), 180, np.uint8)))}
+    from skimage import data
+
+    # a real portrait: the reference is framed on the face (reference_framing "aligned", the default)
+    inputs = {**_inputs(rig), "reference": Png(encode_png(data.astronaut()))}
     events = []
     result = GenerateRunner(models_dir=models).run(params, inputs, JobContext("j2", tmp_path / "w", emit=events.append))
     stages = [e.stage for e in events]

@@ -53,7 +53,7 @@ def _ctx(tmp_path, events):
 def test_preview_job_returns_png_with_progress_per_step(models, tmp_path):
     events = []
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
-    params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5)
+    params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, reference_framing="centre")
     result = runner.run(params, _mesh_inputs(), _ctx(tmp_path, events))
     image = np.asarray(Image.open(io.BytesIO(result.artifacts[0].data)))
     assert result.artifacts[0].name == "image.png" and image.shape == (R, R, 3)
@@ -61,6 +61,7 @@ def test_preview_job_returns_png_with_progress_per_step(models, tmp_path):
     assert normals.shape == (R, R, 3) and normals[0, 0].tolist() == [0, 0, 0]
     assert [(e.stage, e.step) for e in events if e.stage == "denoise"] == [("denoise", 1), ("denoise", 2)]
     assert result.meta["reference"] is True and result.meta["mode"] == "joker"
+    assert result.meta["reference_framing"] == "centre"  # noise has no face: the request asked for the centre
     again = runner.run(params, _mesh_inputs(), _ctx(tmp_path, []))  # same seed, cached prior: same image
     assert again.artifacts[0].data == result.artifacts[0].data
     assert len(runner._priors) == 1

@@ -1,6 +1,7 @@
 """The ``generate`` job: a textured 3D head from the posed rig, the reference portrait and the prompt.
 
-1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations
+1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations, each
+   framed on the posed rig's landmarks as the reference frames them (``backend.jobs.views``)
 2. guidance: normal maps of every view -> the prior (joker / free), or the oracle prior (a known textured head)
 3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
 4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
@@ -21,8 +22,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backend.costs import CostCounter, peak_cuda_gib, reset_peak_cuda
+from backend.jobs.views import distill_views
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
+from shared.conventions import Camera, orbit_camera
 from shared.jobs import JOB_KINDS, GenerateParams
 from shared.spec import to_dict
 
@@ -45,7 +47,7 @@ class GenerateRunner:
         counter = CostCounter()
         reset_peak_cuda(ctx.device)
         vertices, faces = _mesh(inputs)
-        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
+        cameras, view_framing = distill_views(params.rig, vertices, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
         if self._guidance_factory is not None:
             with counter.timed("prior_load", ctx.device):
                 guidance = self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
@@ -72,7 +74,7 @@ class GenerateRunner:
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
+                "units": "metres", "frame": "head (+Y up, +Z out of the face)", "view_framing": view_framing}
         with counter.timed("export", ctx.device):
             glb, export_meta, files = self._export(result.field, params, ctx, cameras)
         if glb is not None:
@@ -99,7 +101,7 @@ class GenerateRunner:
             return guidance
         import torch
 
-        from backend.jobs.preview import read_reference
+        from backend.jobs.photos import read_reference
         from backend.prior import load_prior
         from backend.prior.guidance import PriorGuidance
         from backend.render import render_normal_maps
@@ -114,7 +116,8 @@ class GenerateRunner:
         ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
         reference = None
         if inputs.get("reference") is not None:
-            reference = torch.from_numpy(read_reference(inputs["reference"], prior.resolution))[None]
+            ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
+            reference = torch.from_numpy(ref)[None]
         with counter.timed("prior_load", ctx.device):  # text, reference and control encodings are prior set-up
             guidance = PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
                                      cfg=params.cfg)
