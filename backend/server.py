@@ -97,7 +97,7 @@ class Server:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
-        self._auth = None
+        self._auth: Optional[Any] = None  # a zmq ThreadAuthenticator once CURVE is on
         self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
         self.stats: Counter = Counter()  # requests, errors, internal_errors (bugs), worker_errors
         self.endpoint: Optional[str] = None

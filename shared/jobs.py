@@ -135,6 +135,7 @@ def validate_inputs(kind: JobKind, payloads: dict) -> None:
             raise SpecError(field_name, f"{'an' if s.kind[0] in 'aeiou' else 'a'} {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
         if s.kind != "array":
             continue
+        assert isinstance(value, np.ndarray)  # checked against `want` above; tells the type checker
         if s.dtype and value.dtype.name != s.dtype:
             raise SpecError(field_name, f"dtype {s.dtype}", value.dtype.name, f"convert {s.name} to {s.dtype}",
                             code="bad_dtype")

@@ -31,7 +31,7 @@ class PngInfo:
     interlaced: bool
 
 
-def _chunks(data: bytes):
+def _chunks(data: bytes | memoryview):
     data = memoryview(data)  # chunk bodies are views: checking a large PNG copies nothing
     pos = len(SIGNATURE)
     while pos + 8 <= len(data):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import trimesh
 
 from backend.export import export_field
 from backend.export.iso import LN2

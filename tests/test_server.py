@@ -11,7 +11,7 @@ import zmq
 
 from backend.server import ConfigError, Server, ServerConfig, is_loopback
 from shared import protocol as P
-from shared.client import Client, ClientError, CurveKeys
+from shared.client import ClientError, CurveKeys
 from shared.spec import SpecError
 
 

@@ -44,7 +44,6 @@ def missing_weights(models_dir: Path) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from backend.jobs.generate import GenerateRunner

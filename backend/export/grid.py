@@ -8,7 +8,7 @@ is the head-frame point ``(x_i, y_j, z_k)``. Every field query is chunked so a G
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def query(fn: Callable[[torch.Tensor], torch.Tensor], points: np.ndarray, chunk:
 
 
 @torch.no_grad()
-def sample_density(field: object, grid: Grid, chunk: int, progress: Progress = None) -> np.ndarray:
+def sample_density(field: Any, grid: Grid, chunk: int, progress: Progress = None) -> np.ndarray:
     """Volume density sigma on the grid: float32 [R, R, R], index [i, j, k] = (x_i, y_j, z_k), per metre."""
     R = grid.resolution
     ax = grid.axis()

@@ -54,7 +54,7 @@ def read_reference(payload: Union[Png, bytes], resolution: int) -> np.ndarray:
     w, h = image.size
     s = min(w, h)
     image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    image = image.resize((resolution, resolution), Image.LANCZOS)
+    image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 

@@ -79,7 +79,7 @@ class JokerPrior:
         self.bank.stop_after = None if compile else layers[-1]  # the ref UNet's tail after it is unused
         self.unet, self.ref_unet, self.controlnet = modules.unet, modules.ref_unet, modules.controlnet
         if compile:
-            self.unet, self.controlnet = torch.compile(self.unet), self.controlnet and torch.compile(self.controlnet)
+            self.unet, self.controlnet = torch.compile(self.unet), self.controlnet and torch.compile(self.controlnet)  # type: ignore[assignment]  # same call interface
         self.ac = alphas_cumprod(modules.scheduler_config).to(self.device)
         self.vae_scale = 2 ** (len(modules.vae.config.block_out_channels) - 1)
         self.resolution = modules.unet.config.sample_size * self.vae_scale  # 512 for SD1.5
