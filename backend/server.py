@@ -30,6 +30,7 @@ from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
 from backend.queue import FairQueue
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
+from shared.errors import JokerError
 from shared.jobs import validate_inputs
 from shared.png import encode_png
 from shared.spec import SpecError, from_dict
@@ -230,7 +231,7 @@ class Server:
             getattr(self, "_on_" + msg.type)(identity, client, msg)
         except SpecError as e:
             self.stats["errors"] += 1
-            self._send(identity, P.Error.from_exception(e, getattr(e, "job", job)), req=req)
+            self._send(identity, P.Error.from_exception(e, e.job if isinstance(e, JobError) else job), req=req)
         except Exception as e:  # never let one request kill the server
             self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")
@@ -438,11 +439,8 @@ class Server:
                 record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
             else:  # the server is shutting down: the next start resumes or reports it
                 record.state, record.error = "interrupted", dict(INTERRUPTED)
-        except JobFailed as e:
-            record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
-        except StoreError as e:
-            record.state, record.error = "failed", {"code": "storage", "message": P.clip(str(e), 2000),
-                                                    "hint": "fix the server's storage (see the message), then resubmit"}
+        except JokerError as e:  # a runner's, the prior's, the export's or the store's: recorded as it is
+            record.state, record.error = "failed", _failure(e)
         except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
             record.state, record.error = "failed", _describe_exception(e)
             log.error("job %s failed:\n%s", record.job, traceback.format_exc())
@@ -503,10 +501,21 @@ def _describe_exception(e: Exception) -> dict:
     return {"code": "job_error", "message": P.clip(f"{name}: {e}", 2000), "hint": "the server logged the traceback"}
 
 
-def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> SpecError:
-    err = SpecError(field_name, expected, received, hint, code=code)
-    err.job = job
-    return err
+def _failure(e: JokerError) -> dict:
+    """A family error as a job's failure record: its wire form, the message clipped to what the record keeps."""
+    return {**e.to_dict(), "message": P.clip(str(e), 2000)}
+
+
+class JobError(SpecError):
+    """A request refused for one job (unknown kind, too many jobs, id conflict): the error reply names that job."""
+
+    def __init__(self, job: str, field_name: str, expected: str, received: Any, hint: str, code: str):
+        super().__init__(field_name, expected, received, hint, code=code)
+        self.job = job
+
+
+def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> JobError:
+    return JobError(job, field_name, expected, received, hint, code)
 
 
 def _peek(frames: list) -> tuple[Optional[str], Optional[str]]:

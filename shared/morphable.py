@@ -36,6 +36,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .conventions import euler_to_matrix
+from .errors import JokerError
 from .spec import SpecError
 
 FORMAT_KIND = "joker-head-morphable"
@@ -47,7 +48,7 @@ _OPTIONAL = ("uv", "face_uv", "face_material", "material_names", "landmarks68", 
              "eye_rotating_L", "eye_rotating_R", "eye_pivot_L", "eye_pivot_R")
 
 
-class RigNotFound(FileNotFoundError):
+class RigNotFound(JokerError, FileNotFoundError):
     """No converted rig where we looked; the message says where and which command fetches it."""
 
 

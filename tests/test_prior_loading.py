@@ -11,7 +11,7 @@ from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_joker, read_checkpoint
 from backend.prior.models import official_state_dict, rename_legacy_vae_keys, split_official
 from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
 from shared.config.prior import PriorConfig
 
 R = TINY_RESOLUTION
@@ -121,7 +121,7 @@ def test_split_pops_position_ids_and_keeps_components_apart(source):
 def test_missing_files_error_names_files_place_and_command(tmp_path, mode):
     (tmp_path / layout.SD15_DIR / "unet").mkdir(parents=True)
     (tmp_path / layout.SD15_DIR / "unet" / "config.json").write_text("{}")
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode=mode), tmp_path, "cpu")
     message = str(e.value)
     assert e.value.code == "missing_weights"

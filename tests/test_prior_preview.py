@@ -14,6 +14,7 @@ from backend.prior import load_prior
 from backend.prior.guidance import PriorGuidance
 from backend.prior.prior import out_of_memory_as_job_error
 from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from backend.prior.errors import PriorError
 from backend.runner import JobCancelled, JobContext, JobFailed
 from shared.config.prior import PriorConfig
 from shared.conventions import encode_normals
@@ -75,7 +76,7 @@ def test_preview_job_is_cancelled_at_a_step(models, tmp_path):
 
 def test_preview_job_reports_missing_weights_and_bad_inputs(models, tmp_path):
     runner = PreviewRunner(models_dir=tmp_path / "empty", render_normals=sphere_normals)
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:  # the prior's own error passes through the job unchanged
         runner.run(PreviewParams(steps=2), _mesh_inputs(), _ctx(tmp_path, []))
     assert e.value.code == "missing_weights" and "fetch-models" in e.value.hint
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
@@ -105,7 +106,7 @@ def test_preview_job_with_the_rig_renderer(models, tmp_path):
 
 
 def test_out_of_memory_becomes_a_job_error():
-    with pytest.raises(JobFailed) as e, out_of_memory_as_job_error():
+    with pytest.raises(PriorError) as e, out_of_memory_as_job_error():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert e.value.code == "out_of_memory" and "attention_slicing" in e.value.hint
 

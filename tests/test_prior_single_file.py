@@ -16,7 +16,8 @@ from backend.jobs.preview import PreviewRunner
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_free
 from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
-from backend.runner import JobContext, JobFailed
+from backend.prior.errors import PriorError
+from backend.runner import JobContext
 from shared.config.prior import PriorConfig
 from shared.jobs import PreviewParams
 from tests.ldm_layout import ldm_checkpoint, ldm_unet, ldm_vae
@@ -136,7 +137,7 @@ def test_ckpt_carrying_code_is_refused(models, artist, tmp_path, capsys):
 
 def test_missing_file_names_its_path_and_what_to_do(models, tmp_path):
     path = tmp_path / "not-there.safetensors"
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="free", base_model=str(path)), models, "cpu")
     assert e.value.code == "missing_weights" and str(path) in str(e.value)
     assert "absolute path" in e.value.hint and "fetch-models" not in e.value.hint  # the stock parts are there
@@ -145,7 +146,7 @@ def test_missing_file_names_its_path_and_what_to_do(models, tmp_path):
 def test_file_without_the_stock_folder_lists_what_is_still_needed(artist, tmp_path):
     path = _save(ldm_checkpoint(artist), tmp_path / "artist.safetensors")
     empty = tmp_path / "models"
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="free", base_model=str(path)), empty, "cpu")
     message = str(e.value)
     assert str(empty / layout.SD15_DIR / "tokenizer" / "vocab.json") in message
@@ -155,7 +156,7 @@ def test_file_without_the_stock_folder_lists_what_is_still_needed(artist, tmp_pa
 
 
 def test_joker_mode_refuses_a_single_file_base_model(models, tmp_path):
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="joker", base_model=str(tmp_path / "artist.safetensors")), models, "cpu")
     assert e.value.code == "invalid_field" and "only the free prior" in str(e.value)
     assert 'prior.mode = "free"' in e.value.hint

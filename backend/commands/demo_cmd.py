@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared.errors import JokerError
+
 DEMO_PROMPT = "a man with a big smile"
 DEMO_EXPRESSIONS = {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "jawOpen": 0.15}
 
@@ -47,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from backend.jobs.generate import GenerateRunner
-    from backend.runner import JobContext, JobFailed
+    from backend.runner import JobContext
     from shared.config import DistillConfig, ExportConfig, PriorConfig
     from shared.jobs import GenerateParams, RigState
     from shared.morphable import RigNotFound, load_default_rig
@@ -85,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         result = GenerateRunner(models_dir=root).run(params, inputs, ctx)
-    except JobFailed as e:
+    except JokerError as e:  # any family error: the prior's, the export's or the job's
         print(f"\nerror: {e}" + (f" — {e.hint}" if e.hint else ""), file=sys.stderr)
         return 1
     for a in result.artifacts:

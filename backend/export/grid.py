@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from backend.export.errors import ExportError
 from shared.conventions import NERF_BOUND_RADIUS_M
 
 Progress = Optional[Callable[[str, int, int], None]]
@@ -81,7 +82,6 @@ def sample_density(field: Any, grid: Grid, chunk: int, progress: Progress = None
             progress("sample", s + 1, n_steps)
     if not np.isfinite(sigma).all():
         bad = int((~np.isfinite(sigma)).sum())
-        from backend.runner import JobFailed
-        raise JobFailed(f"the field returned {bad} non-finite densities",
-                        hint="the NeRF diverged; re-run the distillation (a lower learning rate or another seed)")
+        raise ExportError(f"the field returned {bad} non-finite densities",
+                          hint="the NeRF diverged; re-run the distillation (a lower learning rate or another seed)")
     return np.maximum(sigma, 0.0)

@@ -13,7 +13,7 @@ from backend.export import bake as bake_mod
 from backend.export import surface, unwrap as unwrap_mod, write
 from backend.export.grid import Grid, _field_device, query, sample_density
 from backend.export.iso import choose_iso_level
-from backend.runner import JobFailed
+from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.spec import check
 
@@ -44,7 +44,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
 
     field: a :class:`backend.guidance.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
     total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
-    Raises :class:`backend.runner.JobFailed` when the field holds no surface.
+    Raises :class:`backend.export.errors.ExportError` when the field holds no surface.
     """
     cfg = check(cfg)
     grid, t, info = Grid(cfg.resolution), {}, {}
@@ -57,7 +57,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
         v, f = surface.marching_cubes(sigma, level, grid)
         del sigma
         if len(f) == 0:
-            raise JobFailed(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
+            raise ExportError(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
         info["marching_cubes_faces"] = int(len(f))
     with _timed(t, "clean", progress):
         v, f, clean_info = surface.keep_head(v, f, grid, cfg.keep_fraction)
@@ -90,8 +90,8 @@ def _iso_level(sigma: np.ndarray, grid: Grid, cfg: ExportConfig) -> tuple[float,
         return float(cfg.iso), {"iso_source": "override"}
     choice = choose_iso_level(sigma, grid.spacing)
     if not np.isfinite(choice.level):
-        raise JobFailed("the field is empty: no ray through the bound reaches opacity 1/2",
-                        hint="the distillation produced no head; check its previews, or set ExportConfig.iso")
+        raise ExportError("the field is empty: no ray through the bound reaches opacity 1/2",
+                          hint="the distillation produced no head; check its previews, or set ExportConfig.iso")
     return choice.level, {"iso_source": "auto", "iso_error": round(choice.error, 4),
                           "iso_opaque_rays": choice.opaque_rays}
 

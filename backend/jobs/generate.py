@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from backend.export.errors import ExportError
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
@@ -126,8 +127,8 @@ class GenerateRunner:
 
         try:
             out = export_field(field, params.export, progress=progress)
-        except JobFailed as e:
-            raise JobFailed(f"export: {e}", e.hint, e.code) from e
+        except ExportError as e:
+            raise ExportError(f"export: {e}", e.hint, e.code) from e
         return out.glb, out.meta
 
 

@@ -20,7 +20,7 @@ from shared.config.prior import PriorConfig
 
 def load_prior(config: PriorConfig, models_dir: Optional[Path] = None, device: Optional[str] = None):
     """Load the prior ``config`` asks for from ``models_dir`` (default ``shared.paths.models_dir()``) onto
-    ``device`` (default: CUDA when present). Missing files raise ``backend.runner.JobFailed`` naming them."""
+    ``device`` (default: CUDA when present). Missing files raise ``backend.prior.errors.PriorError`` naming them."""
     import torch
 
     from backend.prior.loading import load_modules

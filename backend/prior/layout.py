@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
 
 SD15_DIR = "stable-diffusion-v1-5"
 VAE_DIR = "sd-vae-ft-mse"
@@ -100,13 +100,13 @@ def missing_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> li
 
 
 def require_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> None:
-    """Raise a :class:`JobFailed` that lists exactly which files are missing, where, and how to fetch them."""
+    """Raise a :class:`PriorError` that lists exactly which files are missing, where, and how to fetch them."""
     missing = missing_files(mode, models_dir, base_model)
     if not missing:
         return
     listing = "\n".join(f"  {p}" for p in missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-    raise JobFailed(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}",
-                    missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
+    raise PriorError(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}",
+                     missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
 
 
 def missing_hint(mode: str, models_dir: Path, base_model: str, missing: list[Path]) -> str:

@@ -20,10 +20,10 @@ from torch import nn
 from backend.prior import layout
 from backend.prior.models import (JOKER_CONTROL, NORMALBAE_CONTROL, PriorModules, joker_controlnet,
                                   rename_legacy_vae_keys, split_official, text_encoder_keys)
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
 
 
-class CheckpointError(JobFailed):
+class CheckpointError(PriorError):
     """The official checkpoint does not match the architecture (lists missing and unexpected keys)."""
 
     def __init__(self, message: str, hint: str = ""):
@@ -83,10 +83,10 @@ def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if layout.is_single_file(base_model):  # an error rather than silently running other weights than asked for
-        raise JobFailed(f"prior.base_model: {base_model!r} is a single-file fine-tune, which only the free prior uses; "
-                        "the joker prior's UNets, ControlNet and text encoder all come from the authors' checkpoint",
-                        f'set prior.mode = "free" to use the fine-tune, or prior.base_model = "{layout.SD15_DIR}" '
-                        "for the joker prior", code="invalid_field")
+        raise PriorError(f"prior.base_model: {base_model!r} is a single-file fine-tune, which only the free prior uses; "
+                         "the joker prior's UNets, ControlNet and text encoder all come from the authors' checkpoint",
+                         f'set prior.mode = "free" to use the fine-tune, or prior.base_model = "{layout.SD15_DIR}" '
+                         "for the joker prior", code="invalid_field")
     layout.require_files("joker", models_dir, base_model)
     sd_dir = layout.base_model_dir(models_dir, base_model)
     parts, unknown = split_official(read_checkpoint(Path(models_dir) / layout.JOKER_CHECKPOINT))
@@ -142,5 +142,5 @@ def load_modules(mode: str, models_dir: Path, base_model: str = layout.SD15_DIR)
         return load_joker(models_dir, base_model)
     if mode == "free":
         return load_free(models_dir, base_model)
-    raise JobFailed(f"prior.mode: expected joker or free, received {mode!r}",
-                    "the oracle prior is a test prior for distillation and has no 2D model", code="invalid_field")
+    raise PriorError(f"prior.mode: expected joker or free, received {mode!r}",
+                     "the oracle prior is a test prior for distillation and has no 2D model", code="invalid_field")

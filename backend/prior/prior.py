@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from backend.prior.attention import ReferenceBank, ReferenceRecorded, install_reference_attention
 from backend.prior.models import PriorModules
 from backend.prior.sampling import add_noise, alphas_cumprod, ddim_step, make_scheduler, truncated_timesteps
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to cancel
 
@@ -38,14 +38,14 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def out_of_memory_as_job_error() -> Iterator[None]:
-    """CUDA out-of-memory -> a :class:`JobFailed` the server reports while it lives on."""
+    """CUDA out-of-memory -> a :class:`PriorError` the server reports while it lives on."""
     try:
         yield
     except torch.cuda.OutOfMemoryError as e:
         torch.cuda.empty_cache()
-        raise JobFailed(f"the GPU ran out of memory in the prior: {str(e).splitlines()[0]}",
-                        "set prior.attention_slicing to on, use fewer views per batch or fp16/bf16, or close other "
-                        "GPU programs", code="out_of_memory") from e
+        raise PriorError(f"the GPU ran out of memory in the prior: {str(e).splitlines()[0]}",
+                         "set prior.attention_slicing to on, use fewer views per batch or fp16/bf16, or close other "
+                         "GPU programs", code="out_of_memory") from e
 
 
 @dataclass
