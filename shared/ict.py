@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .morphable import FORMAT_KIND, FORMAT_VERSION
+from .rigformat import FORMAT_KIND, FORMAT_VERSION
 
 COMMIT = "da5f95a607f5e6b37755b38d3385d7f2853732e5"
 N_VERTICES, N_POLYGONS = 26719, 26384

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from .config import DistillConfig, ExportConfig, PriorConfig
-from .spec import spec
+from .protocol import Blob, Png
+from .spec import SpecError, spec
 
 MAX_PROMPT = 1000  # characters; CLIP reads 77 tokens, the rest is kept for the record
 MAX_VERTICES = 200_000
@@ -112,11 +115,6 @@ JOB_KINDS: dict[str, JobKind] = {
 
 def validate_inputs(kind: JobKind, payloads: dict) -> None:
     """Check input frames against the kind's :class:`InputSpec` list. Raises ``shared.spec.SpecError``."""
-    import numpy as np
-
-    from .protocol import Blob, Png
-    from .spec import SpecError
-
     known = {s.name: s for s in kind.inputs}
     for name in payloads:
         if name not in known:

@@ -37,10 +37,11 @@ import numpy as np
 
 from .conventions import euler_to_matrix
 from .errors import JokerError
+from .ict import arrays_from_archive
+from .paths import rigs_dir
+from .rigformat import FORMAT_KIND, FORMAT_VERSION
 from .spec import SpecError
 
-FORMAT_KIND = "joker-head-morphable"
-FORMAT_VERSION = 1
 RIG_ENV = "JOKER_HEAD_RIG"  # path of a converted rig that overrides the default search
 _REQUIRED = ("neutral", "identity_basis", "expression_basis", "basis_unit_m", "expression_names", "faces",
              "normal_region_faces", "region_names", "vertex_region")
@@ -132,7 +133,6 @@ class MorphableModel:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         if "kind" not in arrays and "identity_deltas" in arrays:  # the team's ICT archive
-            from .ict import arrays_from_archive
             arrays = arrays_from_archive(arrays)
         elif str(arrays.get("kind", "")) != FORMAT_KIND:
             raise SpecError("rig file", f"a {FORMAT_KIND} .npz", f"{path.name} with arrays {sorted(arrays)[:6]}",
@@ -235,8 +235,6 @@ class MorphableModel:
 # --- finding the default rig ---------------------------------------------------------------------------------------
 def default_rig_candidates(name: str = "ict") -> list[Path]:
     """Where :func:`find_default_rig` looks, in order: $JOKER_HEAD_RIG, the user data dir, the team folder."""
-    from .paths import rigs_dir
-
     found = [Path(os.environ[RIG_ENV]).expanduser()] if os.environ.get(RIG_ENV) else []
     found.append(rigs_dir() / f"{name}.npz")
     if name == "ict":  # development: the team's converted archive beside the checkout (../shared)

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.render import interpolate, rasterize_chunks
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
+from shared.morphable import load_default_rig
 
 THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
 LIGHT_DIR = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])  # head frame, fixed to the head
@@ -97,8 +99,6 @@ def oracle_head(model, identity: Optional[Sequence[float]] = None, expressions: 
 
 def default_oracle_head(expressions: Optional[dict[str, float]] = None) -> OracleHead:
     """The default ICT rig (``shared.morphable.find_default_rig``) as the oracle head."""
-    from shared.morphable import load_default_rig
-
     return oracle_head(load_default_rig("ict"), expressions=expressions)
 
 
@@ -106,8 +106,6 @@ def render_oracle_views(head: OracleHead, cameras: Sequence[Camera],
                         radius: float = NERF_BOUND_RADIUS_M) -> np.ndarray:
     """Ground-truth images float32 [N, 3, H, W] in 0..1, rasterized in batches with ``backend.render`` (cameras
     of one size); surfaces outside the NeRF's bound count as background."""
-    from backend.render import interpolate, rasterize_chunks
-
     v = torch.from_numpy(np.ascontiguousarray(head.vertices, np.float32))
     f = torch.from_numpy(np.ascontiguousarray(head.faces, np.int64))
     colours = torch.from_numpy(np.ascontiguousarray(head.colours, np.float32))

@@ -17,10 +17,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from backend.export.errors import ExportError
+from backend.jobs.preview import png_bytes, read_reference
+from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
+from shared.morphable import RigNotFound, load_default_rig
+from shared.paths import models_dir as default_models_dir
 from shared.spec import to_dict
 
 PROGRESS_EVERY_S = 0.5  # step events are throttled to this interval (cancellation is checked every step)
@@ -84,8 +87,6 @@ class GenerateRunner:
             return guidance
         import torch
 
-        from backend.jobs.preview import read_reference
-        from backend.prior import load_prior
         from backend.prior.guidance import PriorGuidance
         from backend.render import render_normal_maps
 
@@ -107,9 +108,8 @@ class GenerateRunner:
         if weight <= 0:
             return None, []
         from backend.distill.lpips import LPIPS, WEIGHTS_NAME, find_lpips_weights
-        from shared.paths import models_dir
 
-        root = Path(self.models_dir or models_dir())
+        root = Path(self.models_dir or default_models_dir())
         path = find_lpips_weights(root)
         if path is None:
             note = (f"LPIPS weights are not at {root / WEIGHTS_NAME}: distilling with L1 alone (see "
@@ -120,7 +120,8 @@ class GenerateRunner:
 
     # --- 5. export -----------------------------------------------------------------------------------------------------
     def _export(self, field, params: GenerateParams, ctx: JobContext) -> tuple[Optional[bytes], dict]:
-        from backend.export import export_field
+        from backend.export import export_field  # the package imports torch, trimesh and xatlas
+        from backend.export.errors import ExportError
 
         def progress(stage: str, step: int, total: int) -> None:
             ctx.progress("export", step, total, stage)
@@ -135,7 +136,6 @@ class GenerateRunner:
 def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
     """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
     from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, vertex_normals, LIGHT_DIR
-    from shared.morphable import RigNotFound, load_default_rig
 
     rig = params.rig
     try:
@@ -173,6 +173,4 @@ def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from backend.jobs.preview import png_bytes
-
     return png_bytes(image)

@@ -16,11 +16,15 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from backend.prior import load_prior
+from backend.prior.layout import single_file
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
+from shared.paths import models_dir as default_models_dir
 from shared.protocol import Png
+from shared.spec import to_dict
 
 RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint8 [N, H, W, 3]
 
@@ -70,11 +74,6 @@ class PreviewRunner:
 
     def prior(self, config: PriorConfig, device: str) -> Any:
         """The loaded prior for ``config`` on ``device`` (reused while the config's model fields stay the same)."""
-        from backend.prior import load_prior
-        from backend.prior.layout import single_file
-        from shared.paths import models_dir as default_models_dir
-        from shared.spec import to_dict
-
         key = tuple(sorted(to_dict(config).items()))
         root = Path(self.models_dir or default_models_dir())
         own = single_file(root, config.base_model)

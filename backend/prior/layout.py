@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from backend.prior.errors import PriorError
+from shared.paths import models_dir as default_models_dir
 
 SD15_DIR = "stable-diffusion-v1-5"
 VAE_DIR = "sd-vae-ft-mse"
@@ -82,8 +83,6 @@ def mode_files(mode: str, base_model: str = SD15_DIR) -> list[ModelFile]:
 
 
 def fetch_command(mode: str, models_dir: Path) -> str:
-    from shared.paths import models_dir as default_models_dir
-
     extra = "" if Path(models_dir) == default_models_dir() else f" --models-dir {models_dir}"
     return f"joker-head fetch-models --mode {mode}{extra}"
 

@@ -14,67 +14,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from backend.prior import layout
 from backend.prior.models import (JOKER_CONTROL, NORMALBAE_CONTROL, PriorModules, joker_controlnet,
                                   rename_legacy_vae_keys, split_official, text_encoder_keys)
+# CheckpointError and read_checkpoint are re-exported: callers know them from here.
+from backend.prior.checkpoint import CheckpointError, _empty, _key_list, load_strict, read_checkpoint  # noqa: F401
 from backend.prior.errors import PriorError
-
-
-class CheckpointError(PriorError):
-    """The official checkpoint does not match the architecture (lists missing and unexpected keys)."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message, hint or "check that the file is bfm_ft_NersembleCelebvtext_230000.bin from the "
-                                          "authors' share; fetch it again with `joker-head fetch-models --mode joker`",
-                         code="bad_checkpoint")
-
-
-def _key_list(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(sorted(keys)[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], component: str, hint: str = "") -> nn.Module:
-    """Load ``sd`` into ``module`` (possibly on the meta device) strictly; a mismatch names the keys."""
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{component}: the checkpoint does not match the model: "
-                              f"missing keys [{_key_list(missing)}]; unexpected keys [{_key_list(unexpected)}]", hint)
-    try:
-        module.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{component}: {e}", hint) from e
-    return module
-
-
-def read_checkpoint(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
-    """A torch checkpoint as a flat {key: tensor} (a top-level ``state_dict`` unwrapped); never unpickles arbitrary
-    objects (``weights_only=True``)."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corrupt zip is the same user problem
-        raise CheckpointError(f"cannot read {path} as a tensor-only torch checkpoint: {e}", hint) from e
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors", hint)
-    return sd
+from backend.prior.single_file import load_single_file
 
 
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
-
-
-def _empty(build):
-    """Build a module without allocating its parameters (they arrive from the checkpoint with assign=True)."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):
-        return build()
 
 
 def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: str = "ft-mse") -> PriorModules:
@@ -117,8 +67,6 @@ def load_free(models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModul
     ControlNet; reference attention on the same UNet."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
-
-    from backend.prior.single_file import load_single_file
 
     layout.require_files("free", models_dir, base_model)
     single = layout.single_file(models_dir, base_model)
