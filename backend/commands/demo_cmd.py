@@ -13,7 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+from backend.jobs.generate import GenerateRunner
+from backend.jobs.preview import png_bytes
+from backend.prior import layout
+from backend.runner import JobContext
+from shared.config import DistillConfig, ExportConfig, PriorConfig
 from shared.errors import JokerError
+from shared.jobs import GenerateParams, RigState
+from shared.morphable import RigNotFound, load_default_rig
+from shared.paths import models_dir
 
 DEMO_PROMPT = "a man with a big smile"
 DEMO_EXPRESSIONS = {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "jawOpen": 0.15}
@@ -32,8 +40,6 @@ def missing_lpips(models_dir: Path) -> list[str]:
 
 def missing_weights(models_dir: Path) -> list[str]:
     """Lines saying what the real demo lacks (empty when the Joker prior can run)."""
-    from backend.prior import layout
-
     missing = layout.missing_files("joker", models_dir)
     if not missing:
         return []
@@ -47,13 +53,6 @@ def missing_weights(models_dir: Path) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
-
-    from backend.jobs.generate import GenerateRunner
-    from backend.runner import JobContext
-    from shared.config import DistillConfig, ExportConfig, PriorConfig
-    from shared.jobs import GenerateParams, RigState
-    from shared.morphable import RigNotFound, load_default_rig
-    from shared.paths import models_dir
 
     root = Path(args.models_dir).expanduser() if args.models_dir else models_dir()
     lacking = missing_weights(root) if args.mode != "oracle" else []
@@ -100,8 +99,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _printer(out: Path):
     """Progress events -> one console line each (targets updates and stage changes on their own line)."""
-    from backend.jobs.preview import png_bytes
-
     previews = out / "previews"
     previews.mkdir(parents=True, exist_ok=True)
     seen = {"n": 0}
