@@ -9,7 +9,7 @@ BPY_NEXT ?= bpy==5.0.*
 BVENV   := .venv-blender-next
 BSTAMP  := $(BVENV)/.installed
 
-.PHONY: test install demo bench addon clean
+.PHONY: test lint install demo bench addon clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ $(BSTAMP):
 	touch $(BSTAMP)
 
 install: $(STAMP)
+
+# ruff (a small explicit rule set), mypy on shared/ and backend/, and the import contracts (no cycles; shared imports
+# neither torch nor bpy nor the backend; the add-on never imports the backend; ML packages never import the job
+# service). All configured in pyproject.toml; the tools come from the dev extra.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) $(BSTAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
