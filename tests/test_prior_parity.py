@@ -136,7 +136,7 @@ def test_reference_tokens_come_from_every_self_attention_layer(joker):
 
 
 def test_reference_attention_matches_the_written_formula():
-    """out = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q h, K/V = W_k/W_v [h ; r] (joker-facts §2), 2 heads."""
+    """out = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q h, K/V = W_k/W_v [h ; r] (docs/REFERENCE.md §2), 2 heads."""
     from diffusers.models.attention_processor import Attention
 
     from backend.prior.attention import ReferenceAttnProcessor, ReferenceBank

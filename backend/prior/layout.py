@@ -19,7 +19,7 @@ CHECKSUMS = "checksums.json"  # sha256 of every fetched file, written by fetch-m
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_normalbae"
-# The authors' share (joker-facts): assets.zip holds the checkpoint at this member path.
+# The authors' share (docs/REFERENCE.md §1): assets.zip holds the checkpoint at this member path.
 JOKER_SHARE_URL = "https://keeper.mpdl.mpg.de/d/ef36c2fe25944366a088/files/?p=%2Fassets.zip&dl=1"
 JOKER_ZIP_MEMBER = "assets/joker/pretrained/bfm_ft_NersembleCelebvtext_230000.bin"
 

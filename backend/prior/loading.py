@@ -1,4 +1,4 @@
-"""Loading the prior's modules for each mode (joker-facts §1 for the official checkpoint's traps).
+"""Loading the prior's modules for each mode (docs/REFERENCE.md §1 for the official checkpoint's traps).
 
 joker: the official checkpoint (a torch pickle, read with ``weights_only=True``) for text encoder, UNets and
        ControlNet; architecture configs, tokenizer and scheduler from the SD1.5 folder; the VAE from sd-vae-ft-mse

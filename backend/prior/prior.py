@@ -6,7 +6,7 @@ the result):
     ε̂ = ε_u + w (ε_c - ε_u),   ε_b = UNet(x_t, t, text_b, ControlNet(x_t, t, text_b, control), ref_b(t))
 
 where ref_b(t) are the reference UNet's attn1 inputs for the un-noised reference latent at the same t and the same
-text as branch b (joker-facts §2): the reference stays in both branches, only the text is dropped. With
+text as branch b (docs/REFERENCE.md §2): the reference stays in both branches, only the text is dropped. With
 ``reference_cache`` the reference UNet runs once per (t, branch) and its tokens (and their K/V projections) serve
 every view of the batch and every call at that t; without it, it runs for every denoiser row at every call, as the
 authors' code does. Both give the same numbers.
@@ -202,7 +202,7 @@ class JokerPrior:
                  reference: Optional[Reference] = None, steps: int = 100, cfg: float = 3.0, sampler: str = "pndm",
                  generator: Optional[torch.Generator] = None, batch: int = 1,
                  callback: Optional[StepCallback] = None) -> torch.Tensor:
-        """Images [B, 3, R, R] in 0..1 from pure noise (joker-facts §3: PNDM 100 steps, cfg 3 by default).
+        """Images [B, 3, R, R] in 0..1 from pure noise (docs/REFERENCE.md §3: PNDM 100 steps, cfg 3 by default).
         control: [B, 3, R, R] from :meth:`prepare_control` (B sets the batch) or None (then ``batch``)."""
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -244,7 +244,7 @@ class JokerPrior:
                        control: Optional[torch.Tensor], reference: Optional[Reference], cfg: float,
                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Renders [B, 3, H, W] 0..1 -> targets [B, 3, R, R] 0..1: upsample (bilinear), encode (posterior sample),
-        noise to t with fresh ε per view, truncated DDIM, decode (joker-facts §4 "one target update")."""
+        noise to t with fresh ε per view, truncated DDIM, decode (docs/REFERENCE.md §4 "one target update")."""
         from diffusers.utils.torch_utils import randn_tensor
 
         x = images.to(self.device, torch.float32)

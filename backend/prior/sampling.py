@@ -1,4 +1,4 @@
-"""Noise schedules and the DDIM update used by distillation (joker-facts §3-4).
+"""Noise schedules and the DDIM update used by distillation (docs/REFERENCE.md §3-4).
 
 Notation (DDIM, Song et al. 2021, eq. 12 with eta = 0):
     ᾱ_t      alphas_cumprod[t] of SD1.5's DDPM schedule (scaled-linear betas 0.00085 -> 0.012, 1000 steps)
