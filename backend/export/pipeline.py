@@ -15,9 +15,10 @@ from backend.export.grid import Grid, _field_device, query, sample_density
 from backend.export.iso import choose_iso_level
 from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
+from shared.conventions import HEAD_FRAME, HEAD_UNITS
 from shared.spec import check
 
-FRAME = "head (glTF +Y up, +Z out of the face)"
+FRAME = HEAD_FRAME  # re-exported by backend.export
 Progress = Optional[Callable[[str, int, int], None]]
 
 
@@ -78,7 +79,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
     t["total"] = round(time.perf_counter() - t_start, 3)
     lo, hi = positions.min(0), positions.max(0)
     meta = {"faces": int(len(uw.faces)), "vertices": int(len(positions)), "texture": [cfg.texture, cfg.texture],
-            "units": "m", "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
+            "units": HEAD_UNITS, "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
             "charts": uw.charts, "uv_utilization": round(uw.utilization, 4), "texel_coverage": round(coverage, 4),
             "bbox_min_m": lo.round(5).tolist(), "bbox_max_m": hi.round(5).tolist(), "timings_s": t,
             "grid": cfg.resolution, "format": cfg.format}

@@ -20,7 +20,7 @@ import numpy as np
 from backend.jobs.preview import png_bytes, read_reference
 from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
+from shared.conventions import HEAD_FRAME, HEAD_UNITS, REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
 from shared.morphable import RigNotFound, load_default_rig
 from shared.paths import models_dir as default_models_dir
@@ -66,7 +66,7 @@ class GenerateRunner:
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
+                "units": HEAD_UNITS, "frame": HEAD_FRAME}
         glb, export_meta = self._export(result.field, params, ctx)
         if glb is not None:
             artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
