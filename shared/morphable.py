@@ -53,17 +53,20 @@ class RigNotFound(JokerError, FileNotFoundError):
     """No converted rig where we looked; the message says where and which command fetches it."""
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, area_weighted: bool = False) -> np.ndarray:
     """Unit vertex normals float32 [V, 3]: the normalised sum of the adjacent faces' *unit* normals.
 
     This is Deep3DFaceRecon's ``compute_norm`` (unit face normals from cross(v1 - v2, v2 - v3), summed over
     ``point_buf``), so BFM normal maps match the prior's training data. Vertices no face uses get (0, 0, 0).
-    vertices: [V, 3]; faces: int [F, 3], counter-clockwise seen from outside.
+    ``area_weighted`` weighs each face by its area instead, for shading irregular meshes (the exported surface, the
+    oracle head). vertices: [V, 3]; faces: int [F, 3], counter-clockwise seen from outside.
+    The one numpy implementation; ``backend.render.normals.vertex_normals`` is its batched torch twin.
     """
     v = np.asarray(vertices, dtype=np.float64)
     tri = v[faces]  # [F, 3, 3]
-    n_face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n_face /= np.maximum(np.linalg.norm(n_face, axis=1, keepdims=True), 1e-20)
+    n_face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
+    if not area_weighted:
+        n_face /= np.maximum(np.linalg.norm(n_face, axis=1, keepdims=True), 1e-20)
     idx = faces.reshape(-1)
     n_corner = np.repeat(n_face, 3, axis=0)  # [3F, 3], corner order matches faces.reshape(-1)
     n = np.stack([np.bincount(idx, n_corner[:, k], minlength=len(v)) for k in range(3)], axis=1)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from backend.render import interpolate, rasterize_chunks
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
-from shared.morphable import load_default_rig
+from shared.morphable import load_default_rig, vertex_normals
 
 THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
 LIGHT_DIR = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])  # head frame, fixed to the head
@@ -52,15 +52,6 @@ def background(dirs: np.ndarray) -> np.ndarray:
     """The oracle's environment: a smooth function of the ray direction float [..., 3] -> colour [..., 3]."""
     base = np.array([0.55, 0.60, 0.66])
     return np.clip(base + 0.8 * dirs[..., 1:2] * np.array([0.6, 0.5, 0.3]) + 0.4 * dirs[..., 0:1], 0, 1)
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals float64 [V, 3]."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
 
 
 def procedural_albedo(v: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -93,7 +84,7 @@ def oracle_head(model, identity: Optional[Sequence[float]] = None, expressions: 
                                           if n in model.region_names])
     hair = skin & ((neutral[:, 1] > 0.075) | ((neutral[:, 2] < -0.06) & (neutral[:, 1] > -0.02)))
     albedo[hair] = (0.22, 0.15, 0.10)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, faces) @ LIGHT_DIR, 0.0, 1.0)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, faces, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
     return OracleHead(v, faces, procedural_albedo(neutral, albedo) * shade[:, None])
 
 

@@ -16,6 +16,7 @@ from backend.export.iso import choose_iso_level
 from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.conventions import HEAD_FRAME, HEAD_UNITS
+from shared.morphable import vertex_normals
 from shared.spec import check
 
 FRAME = HEAD_FRAME  # re-exported by backend.export
@@ -65,7 +66,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> Ex
     with _timed(t, "decimate", progress):
         v, f = surface.decimate(v, f, cfg.faces)
         info["open_edges"] = surface.open_edges(f)
-        n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
+        n = vertex_normals(v, f, area_weighted=True)  # on the welded mesh, so seams do not show in the shading
     with _timed(t, "unwrap", progress):
         uw = unwrap_mod.unwrap(v, f, cfg.texture, cfg.padding, cfg.uv_patches)
     positions, normals = v[uw.source], n[uw.source]

@@ -142,9 +142,3 @@ def split_pinches(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pos, label.reshape(F, 3)
 
 
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals: float32 [V, 3]."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
-    idx = f.reshape(-1)
-    n = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)).astype(np.float32)

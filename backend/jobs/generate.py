@@ -22,7 +22,7 @@ from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import HEAD_FRAME, HEAD_UNITS, REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
-from shared.morphable import RigNotFound, load_default_rig
+from shared.morphable import RigNotFound, load_default_rig, vertex_normals
 from shared.paths import models_dir as default_models_dir
 from shared.spec import to_dict
 
@@ -135,7 +135,7 @@ class GenerateRunner:
 
 def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
     """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
-    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, vertex_normals, LIGHT_DIR
+    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, LIGHT_DIR
 
     rig = params.rig
     try:
@@ -145,7 +145,7 @@ def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndar
     if model is not None:
         return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
     v, f = vertices.astype(np.float64), faces.astype(np.int64)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f) @ LIGHT_DIR, 0.0, 1.0)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
     return OracleHead(v, f, procedural_albedo(v, np.tile([0.80, 0.58, 0.47], (len(v), 1))) * shade[:, None])
 
 

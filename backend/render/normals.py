@@ -12,8 +12,8 @@ from shared.conventions import NORMALS_RENORMALISED, OPENCV_TO_NORMAL_FRAME, Cam
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Unit vertex normals [V, 3]: normalised sum of the adjacent unit face normals (Deep3DFaceRecon's rule, as
-    :func:`shared.morphable.vertex_normals`)."""
+    """Unit vertex normals [V, 3]: normalised sum of the adjacent unit face normals (Deep3DFaceRecon's rule). The
+    torch twin of :func:`shared.morphable.vertex_normals`, kept because normal maps are rendered batched on the GPU."""
     faces = faces.long()
     tri = vertices[faces]  # [F, 3, 3]
     n_face = torch.nn.functional.normalize(torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1),

@@ -1,0 +1,31 @@
+"""Conventions and helpers that several packages use are defined once; these pin the shared definitions' meaning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.conventions import (BLENDER_TO_HEAD, HEAD_TO_BLENDER, OPENCV_TO_NORMAL_FRAME, blender_to_head,
+                                head_to_blender, opencv_to_normal_frame)
+from shared.morphable import vertex_normals
+
+
+def test_head_blender_matrices_are_inverse_and_match_the_point_maps():
+    p = np.random.default_rng(0).normal(size=(5, 3))
+    assert np.array_equal(BLENDER_TO_HEAD @ HEAD_TO_BLENDER, np.eye(4))
+    assert np.array_equal(p @ HEAD_TO_BLENDER[:3, :3].T, head_to_blender(p))
+    assert np.array_equal(p @ BLENDER_TO_HEAD[:3, :3].T, blender_to_head(p))
+
+
+def test_normal_frame_flip_turns_opencv_forward_into_toward_the_camera():
+    facing = np.array([0.0, 0.0, -1.0])  # a surface facing the camera points along OpenCV -z
+    assert np.array_equal(opencv_to_normal_frame(facing), [0.0, 0.0, 1.0])
+    assert OPENCV_TO_NORMAL_FRAME == (1.0, -1.0, -1.0)
+
+
+def test_area_weighting_leans_toward_the_larger_face():
+    # Two faces share vertex 0: a large one in the xy-plane (normal +z) and a small one in the xz-plane (normal +y).
+    v = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float64)
+    f = np.array([[0, 1, 2], [0, 3, 4]])
+    unit, area = vertex_normals(v, f)[0], vertex_normals(v, f, area_weighted=True)[0]
+    assert np.allclose(unit, np.array([0, 1, 1]) / np.sqrt(2), rtol=1e-6)  # each face counts once
+    assert area[2] > 0.99 and area.dtype == np.float32  # the 100x larger face dominates
