@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.jobs.preview import PreviewRunner, png_bytes
+from backend.jobs.preview import PreviewRunner
 from backend.prior import load_prior
 from backend.prior.guidance import PriorGuidance
 from backend.prior.prior import out_of_memory_as_job_error
@@ -19,6 +19,7 @@ from backend.runner import JobCancelled, JobContext, JobFailed
 from shared.config.prior import PriorConfig
 from shared.conventions import encode_normals
 from shared.jobs import PreviewParams
+from shared.png import encode_png
 
 R = TINY_RESOLUTION
 
@@ -43,7 +44,7 @@ def _mesh_inputs(reference: bool = True) -> dict:
     inputs = {"vertices": np.zeros((3, 3), np.float32), "faces": np.array([[0, 1, 2]], np.int32)}
     if reference:
         rng = np.random.default_rng(0)
-        inputs["reference"] = png_bytes(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8))
+        inputs["reference"] = encode_png(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8))
     return inputs
 
 

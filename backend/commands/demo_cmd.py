@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from backend.jobs.generate import GenerateRunner
-from backend.jobs.preview import png_bytes
 from backend.prior import layout
 from backend.runner import JobContext
 from shared.config import DistillConfig, ExportConfig, PriorConfig
@@ -22,6 +21,7 @@ from shared.errors import JokerError
 from shared.jobs import GenerateParams, RigState
 from shared.morphable import RigNotFound, load_default_rig
 from shared.paths import models_dir
+from shared.png import encode_png
 
 DEMO_PROMPT = "a man with a big smile"
 DEMO_EXPRESSIONS = {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "jawOpen": 0.15}
@@ -110,7 +110,7 @@ def _printer(out: Path):
         line = f"[{e.stage}] {e.message or ''}{where}{loss}{eta}"
         if e.preview is not None:
             seen["n"] += 1
-            (previews / f"update_{seen['n']:03d}_step_{e.step:05d}.png").write_bytes(png_bytes(e.preview))
+            (previews / f"update_{seen['n']:03d}_step_{e.step:05d}.png").write_bytes(encode_png(e.preview))
             print("\r" + line + " [preview saved]", flush=True)
         else:
             print("\r" + line[:150].ljust(150), end="\n" if e.stage != "distill" else "", flush=True)

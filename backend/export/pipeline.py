@@ -17,6 +17,7 @@ from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.conventions import HEAD_FRAME, HEAD_UNITS
 from shared.morphable import vertex_normals
+from shared.png import encode_png
 from shared.spec import check
 
 FRAME = HEAD_FRAME  # re-exported by backend.export
@@ -103,4 +104,4 @@ def _extra_files(cfg: ExportConfig, positions: np.ndarray, normals: np.ndarray, 
     if cfg.format != "glb+obj":
         return {}
     obj, mtl = write.write_obj(positions, normals, uw.faces, uw.uv)
-    return {"joker_head.obj": obj, "joker_head.mtl": mtl, "joker_head.png": write.png_bytes(texture)}
+    return {"joker_head.obj": obj, "joker_head.mtl": mtl, "joker_head.png": encode_png(texture)}

@@ -17,13 +17,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from backend.jobs.preview import png_bytes, read_reference
+from backend.jobs.preview import read_reference
 from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import HEAD_FRAME, HEAD_UNITS, REFERENCE_RES, Camera, orbit_camera, reference_grid
 from shared.jobs import JOB_KINDS, GenerateParams
 from shared.morphable import RigNotFound, load_default_rig, vertex_normals
 from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
 from shared.spec import to_dict
 
 PROGRESS_EVERY_S = 0.5  # step events are throttled to this interval (cancellation is checked every step)
@@ -173,4 +174,4 @@ def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    return png_bytes(image)
+    return encode_png(image)

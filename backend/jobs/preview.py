@@ -23,6 +23,7 @@ from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
 from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
 from shared.protocol import Png
 from shared.spec import to_dict
 
@@ -33,15 +34,6 @@ def _default_render(vertices: np.ndarray, faces: np.ndarray, cameras: list[Camer
     from backend.render import render_normal_maps  # the rig work's batched rasterizer; imported when a job needs it
 
     return render_normal_maps(vertices, faces, cameras)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def read_reference(payload: Union[Png, bytes], resolution: int) -> np.ndarray:
@@ -119,8 +111,8 @@ class PreviewRunner:
         meta = {"seed": params.seed, "steps": params.steps, "sampler": params.sampler, "cfg": params.cfg,
                 "mode": params.prior.mode, "resolution": prior.resolution, "reference": reference is not None,
                 "az_deg": params.az_deg, "el_deg": params.el_deg}
-        return JobResult(meta, [Artifact("image.png", "image/png", png_bytes(rgb)),
-                                Artifact("normals.png", "image/png", png_bytes(normals))])
+        return JobResult(meta, [Artifact("image.png", "image/png", encode_png(rgb)),
+                                Artifact("normals.png", "image/png", encode_png(normals))])
 
     def _normal_map(self, inputs: dict[str, Input], params: PreviewParams, resolution: int) -> np.ndarray:
         """uint8 [R, R, 3] normal map of the posed mesh seen from (az, el)."""
