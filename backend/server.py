@@ -11,7 +11,6 @@ restarts) is re-subscribed by its ``fetch``. Progress and results are persisted 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import logging
 import re
@@ -22,7 +21,6 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 import zmq
 
@@ -30,6 +28,7 @@ from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
 from backend.queue import FairQueue
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
+from shared.endpoints import is_loopback
 from shared.errors import JokerError
 from shared.jobs import validate_inputs
 from shared.png import encode_png
@@ -59,20 +58,6 @@ class ServerConfig:
 
 class ConfigError(ValueError):
     pass
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints bound to a loopback address only."""
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: reachable from outside
 
 
 @dataclass

@@ -23,10 +23,10 @@ from bpy.app.handlers import persistent
 from . import images, prefs
 from .props import find_job
 from .shared import protocol as P
+from .shared.endpoints import is_loopback
 
 POLL_S = 0.1  # timer interval while jobs run
 FINAL = ("done", "failed", "cancelled", "interrupted")
-_LOOPBACK = re.compile(r"^tcp://(127(\.\d{1,3}){3}|localhost|\[::1\]|::1):\d+$")
 
 _session: Optional["Session"] = None
 
@@ -49,7 +49,8 @@ class Session:
 
 # --- policy -------------------------------------------------------------------------------------------------------
 def is_local(endpoint: str) -> bool:
-    return endpoint.startswith(("ipc://", "inproc://")) or bool(_LOOPBACK.match(endpoint))
+    """The backend is on this machine (the shared loopback check)."""
+    return is_loopback(endpoint)
 
 
 def blocked_reason(context: Optional[bpy.types.Context] = None) -> Optional[str]:

@@ -29,3 +29,12 @@ def test_area_weighting_leans_toward_the_larger_face():
     unit, area = vertex_normals(v, f)[0], vertex_normals(v, f, area_weighted=True)[0]
     assert np.allclose(unit, np.array([0, 1, 1]) / np.sqrt(2), rtol=1e-6)  # each face counts once
     assert area[2] > 0.99 and area.dtype == np.float32  # the 100x larger face dominates
+
+
+def test_one_loopback_check_for_server_and_add_on():
+    from shared.endpoints import is_loopback
+
+    assert all(is_loopback(e) for e in ("tcp://127.0.0.1:5555", "tcp://127.3.2.1:1", "tcp://localhost:9",
+                                        "tcp://[::1]:1", "ipc:///tmp/x", "inproc://a"))
+    assert not any(is_loopback(e) for e in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://10.0.0.2:5555",
+                                            "tcp://localhost.example.com:1", "tcp://eth0:5555"))
