@@ -7,6 +7,7 @@ import numpy as np
 from shared.conventions import (BLENDER_TO_HEAD, HEAD_TO_BLENDER, OPENCV_TO_NORMAL_FRAME, blender_to_head,
                                 head_to_blender, opencv_to_normal_frame)
 from shared.morphable import vertex_normals
+from tests.support import assert_close
 
 
 def test_head_blender_matrices_are_inverse_and_match_the_point_maps():
@@ -38,3 +39,17 @@ def test_one_loopback_check_for_server_and_add_on():
                                         "tcp://[::1]:1", "ipc:///tmp/x", "inproc://a"))
     assert not any(is_loopback(e) for e in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://10.0.0.2:5555",
                                             "tcp://localhost.example.com:1", "tcp://eth0:5555"))
+
+
+def test_one_noise_schedule_equals_diffusers_bit_for_bit():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from backend.prior.models import SD15_SCHEDULER_CONFIG
+    from backend.prior.sampling import alphas_cumprod
+
+    reference = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG).alphas_cumprod
+    assert torch.equal(alphas_cumprod(), reference)
+    assert_close(alphas_cumprod(dtype=torch.float64), reference)  # the float64 reference the oracle uses
+    linear = {**SD15_SCHEDULER_CONFIG, "beta_schedule": "linear"}  # other schedules: through diffusers
+    assert torch.equal(alphas_cumprod(linear), DDPMScheduler.from_config(linear).alphas_cumprod)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.prior.sampling import alphas_cumprod
 from backend.render import interpolate, rasterize_chunks
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
 from shared.morphable import load_default_rig, vertex_normals
@@ -117,12 +118,6 @@ def render_oracle(head: OracleHead, camera: Camera, radius: float = NERF_BOUND_R
     return render_oracle_views(head, [camera], radius)[0]
 
 
-def sd_alphas_cumprod() -> torch.Tensor:
-    """SD1.5's DDPM schedule: scaled-linear betas 0.00085 -> 0.012 over 1000 steps; float64 [1000]."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0)
-
-
 KEEP_SCALE_PX = 2.0  # at 64 px, level t keeps the input's structure coarser than 2 sqrt((1 - abar) / abar) px
 
 
@@ -133,7 +128,7 @@ class OracleGuidance:
                  seed: int = 0):
         self.resolution, self.perturb = int(resolution), float(perturb)
         self.truth = torch.from_numpy(render_oracle_views(head, [c.scaled(resolution) for c in cameras]))
-        self.alphas_cumprod = sd_alphas_cumprod()
+        self.alphas_cumprod = alphas_cumprod(dtype=torch.float64)  # SD1.5's schedule, as the prior's
         self.generator = torch.Generator().manual_seed(seed)
         self.uses_images = self.perturb > 0  # the exact oracle ignores the renders: the loop may skip them
 
