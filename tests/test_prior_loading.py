@@ -10,16 +10,11 @@ import torch
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_joker, read_checkpoint
 from backend.prior.models import official_state_dict, rename_legacy_vae_keys, split_official
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
+from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
 from backend.prior.errors import PriorError
 from shared.config.prior import PriorConfig
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from backend.prior import layout, load_prior
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from backend.prior.tiny import TINY_RESOLUTION
 from shared.config.prior import PriorConfig
 from tests.support import assert_close
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 def _stock_components(models, with_controlnet: bool):

@@ -15,20 +15,15 @@ from backend.cli import main as cli_main
 from backend.jobs.preview import PreviewRunner
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_free
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
+from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
 from backend.prior.errors import PriorError
 from backend.runner import JobContext
 from shared.config.prior import PriorConfig
 from shared.jobs import PreviewParams
 from tests.ldm_layout import ldm_checkpoint, ldm_unet, ldm_vae
-from tests.test_prior_preview import _mesh_inputs, sphere_normals
+from tests.support import mesh_inputs, sphere_normals
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +173,7 @@ def test_preview_in_free_mode_runs_on_the_single_file(models, artist, tmp_path):
 
     def image(prior: PriorConfig) -> np.ndarray:
         params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, prior=prior)
-        result = runner.run(params, _mesh_inputs(), JobContext("job", tmp_path, "cpu", emit=lambda e: None))
+        result = runner.run(params, mesh_inputs(), JobContext("job", tmp_path, "cpu", emit=lambda e: None))
         assert result.meta["mode"] == "free"
         return np.asarray(Image.open(io.BytesIO(result.artifacts[0].data)))
 
