@@ -13,7 +13,7 @@ BSTAMP  := $(BVENV)/.installed
 GLTFV   := build/node/node_modules/gltf-validator/package.json
 GLTFV_PKG ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: test install demo bench addon clean gpu-wheels gpu-check-dry
+.PHONY: test install demo bench addon clean lint gpu-wheels gpu-check-dry
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ $(GLTFV):
 	npm install --no-audit --no-fund --prefix build/node $(GLTFV_PKG)
 
 install: $(STAMP)
+
+# ruff (a small explicit rule set), mypy on shared/ and backend/, and the import contracts (no cycles; shared imports
+# neither torch nor bpy nor the backend; the add-on never imports the backend; ML packages never import the job
+# service). All configured in pyproject.toml; the tools come from the dev extra.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) $(BSTAMP) $(GLTFV)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

@@ -56,10 +56,10 @@ class PeerLimiter:
         Returns None when allowed (and charged), else a :class:`Refusal` (nothing charged).
         """
         b = self.budget
-        nbytes = min(nbytes, b.burst_bytes)  # a message past the largest request is refused by size, not rate
+        nbytes = int(min(nbytes, b.burst_bytes))  # a message past the largest request is refused by size, not rate
         state = self._peers.get(peer)
         if state is None:
-            state = self._peers[peer] = [b.burst_msgs, b.burst_bytes, now]
+            state = self._peers[peer] = [float(b.burst_msgs), float(b.burst_bytes), now]
             while len(self._peers) > b.max_peers:
                 self._peers.popitem(last=False)
         else:

@@ -11,7 +11,6 @@ restarts) is re-subscribed by its ``fetch``. Progress and results are persisted 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import logging
 import math
@@ -22,7 +21,6 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 import zmq
 
@@ -32,6 +30,8 @@ from backend.ratelimit import (PEER_BURST_MSGS, PEER_BYTES_PER_S, PEER_MSGS_PER_
                               Refusal)
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
+from shared.endpoints import is_loopback
+from shared.errors import JokerError
 from shared.jobs import validate_inputs
 from shared.png import encode_png
 from shared.spec import SpecError, from_dict
@@ -74,20 +74,6 @@ class ConfigError(ValueError):
     pass
 
 
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints bound to a loopback address only."""
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: reachable from outside
-
-
 @dataclass
 class _Job:
     record: JobRecord
@@ -111,7 +97,7 @@ class Server:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
-        self._auth = None
+        self._auth: Optional[Any] = None  # a zmq ThreadAuthenticator once CURVE is on
         self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
         self.stats: Counter = Counter()  # requests, errors, rate_limited, internal_errors (bugs), worker_errors
         self.limiter = PeerLimiter(Budget(
@@ -260,8 +246,7 @@ class Server:
             getattr(self, "_on_" + msg.type)(identity, client, msg)
         except SpecError as e:  # req and job are known when the header could be read (P.decode attaches them)
             self.stats["errors"] += 1
-            self._send(identity, P.Error.from_exception(e, getattr(e, "job", None) or job),
-                       req=req if req is not None else getattr(e, "req", None))
+            self._send(identity, P.Error.from_exception(e, e.job or job), req=req if req is not None else e.req)
         except Exception as e:  # never let one request kill the server
             self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")
@@ -477,11 +462,8 @@ class Server:
                 record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
             else:  # the server is shutting down: the next start resumes or reports it
                 record.state, record.error = "interrupted", dict(INTERRUPTED)
-        except JobFailed as e:
-            record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
-        except StoreError as e:
-            record.state, record.error = "failed", {"code": "storage", "message": P.clip(str(e), 2000),
-                                                    "hint": "fix the server's storage (see the message), then resubmit"}
+        except JokerError as e:  # a runner's, the prior's, the export's or the store's: recorded as it is
+            record.state, record.error = "failed", _failure(e)
         except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
             record.state, record.error = "failed", _describe_exception(e)
             log.error("job %s failed:\n%s", record.job, traceback.format_exc())
@@ -561,7 +543,18 @@ def _describe_exception(e: Exception) -> dict:
     return {"code": "job_error", "message": P.clip(f"{name}: {e}", 2000), "hint": "the server logged the traceback"}
 
 
-def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> SpecError:
-    err = SpecError(field_name, expected, received, hint, code=code)
-    err.job = job
-    return err
+def _failure(e: JokerError) -> dict:
+    """A family error as a job's failure record: its wire form, the message clipped to what the record keeps."""
+    return {**e.to_dict(), "message": P.clip(str(e), 2000)}
+
+
+class JobError(SpecError):
+    """A request refused for one job (unknown kind, too many jobs, id conflict): the error reply names that job."""
+
+    def __init__(self, job: str, field_name: str, expected: str, received: Any, hint: str, code: str):
+        super().__init__(field_name, expected, received, hint, code=code)
+        self.job = job
+
+
+def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> JobError:
+    return JobError(job, field_name, expected, received, hint, code)

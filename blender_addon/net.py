@@ -23,10 +23,9 @@ from bpy.app.handlers import persistent
 from . import images, prefs
 from .props import find_job
 from .shared import protocol as P
+from .shared.endpoints import is_loopback
 
 POLL_S = 0.1  # timer interval while jobs run
-FINAL = ("done", "failed", "cancelled", "interrupted")
-_LOOPBACK = re.compile(r"^tcp://(127(\.\d{1,3}){3}|localhost|\[::1\]|::1):\d+$")
 
 _session: Optional["Session"] = None
 
@@ -49,7 +48,8 @@ class Session:
 
 # --- policy -------------------------------------------------------------------------------------------------------
 def is_local(endpoint: str) -> bool:
-    return endpoint.startswith(("ipc://", "inproc://")) or bool(_LOOPBACK.match(endpoint))
+    """The backend is on this machine (the shared loopback check)."""
+    return is_loopback(endpoint)
 
 
 def blocked_reason(context: Optional[bpy.types.Context] = None) -> Optional[str]:
@@ -134,10 +134,10 @@ def reattach(scenes=None) -> int:
     count = 0
     for scene in scenes or bpy.data.scenes:
         for job in scene.joker_head.jobs:
-            if job.state not in FINAL or (job.state == "done" and not Path(job.result_path or "").is_file()):
+            if job.state not in P.FINAL_STATES or (job.state == "done" and not Path(job.result_path or "").is_file()):
                 if blocked_reason() is not None:
                     return count
-                session().client.attach(job.job_id, since=job.last_seq if job.state not in FINAL else 0)
+                session().client.attach(job.job_id, since=job.last_seq if job.state not in P.FINAL_STATES else 0)
                 count += 1
     if count:
         ensure_timer()
@@ -162,7 +162,7 @@ def pump(timeout_s: float = 0.0) -> Optional[float]:
 def _busy() -> bool:
     if _session is not None and _session.ping_sent is not None:
         return True
-    return any(job.state not in FINAL or (job.state == "done" and not job.result_path)
+    return any(job.state not in P.FINAL_STATES or (job.state == "done" and not job.result_path)
                for scene in bpy.data.scenes for job in scene.joker_head.jobs)
 
 

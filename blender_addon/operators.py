@@ -10,8 +10,10 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import importer, net, prefs, rig
+from . import importer, live, net, prefs, request, rig
 from .props import find_job
+from .shared.presets import PRESETS, get_preset, preset_weights
+from .shared.spec import SpecError
 
 ACTIVE = ("submitted", "queued", "running")
 
@@ -29,10 +31,6 @@ def _running(context: bpy.types.Context, job_id: str):
 
 
 def _preset_items(self, context):
-    try:
-        from .shared.presets import PRESETS
-    except ImportError:
-        return [("neutral", "Neutral", "")]
     return [(p.name, p.name.replace("_", " ").title(), p.prompt_hint) for p in PRESETS.values()]
 
 
@@ -85,9 +83,6 @@ class JOKER_OT_apply_preset(_RigOperator):
     preset: EnumProperty(name="Preset", items=_preset_items)
 
     def execute(self, context):
-        from .shared.presets import get_preset, preset_weights
-        from .shared.spec import SpecError
-
         obj = _rig(context)
         try:
             weights = preset_weights(self.preset, rig.model_for(obj).expression_names,
@@ -150,8 +145,6 @@ class JOKER_OT_refresh_normal_map(_RigOperator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        from . import live
-
         if not live.start_render(context.scene):
             self.report({"INFO"}, "A normal-map render is already running")
         return {"FINISHED"}
@@ -177,9 +170,6 @@ class _BackendOperator(bpy.types.Operator):
         return True
 
     def submit(self, context) -> set:
-        from . import request
-        from .shared.spec import SpecError
-
         try:
             req = request.build(context.scene, self.kind, context.evaluated_depsgraph_get())
             job_id = net.submit(context.scene, req.kind, req.params, req.inputs, _rig(context).name)

@@ -19,14 +19,13 @@ from typing import Optional
 import bpy
 import numpy as np
 
-from .shared.conventions import blender_to_head, euler_to_matrix, head_to_blender
+from .shared.conventions import (BLENDER_TO_HEAD, HEAD_TO_BLENDER, blender_to_head, euler_to_matrix,
+                                  head_to_blender)
 from .shared.jobs import RigState
 from .shared.morphable import MorphableModel, find_default_rig
 
 NEUTRAL_KEY = "Neutral"
 BUNDLED_RIG = Path(__file__).resolve().parent / "data" / "ict.npz"
-# head_to_blender as a matrix acting on column vectors: (x, y, z) -> (x, -z, y); a proper rotation.
-M_HEAD_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 _models: dict[tuple[str, float], MorphableModel] = {}
 
@@ -189,8 +188,8 @@ def world_rotation(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgrap
 
 
 def head_pose(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> tuple[float, float, float]:
-    """The rig's head pose (pitch, yaw, roll) in the head frame: R_head = Mᵀ R_blender M."""
-    R_head = M_HEAD_TO_BLENDER.T @ world_rotation(obj, depsgraph) @ M_HEAD_TO_BLENDER
+    """The rig's head pose (pitch, yaw, roll) in the head frame: R_head = M⁻¹ R_blender M, M = head -> Blender."""
+    R_head = BLENDER_TO_HEAD[:3, :3] @ world_rotation(obj, depsgraph) @ HEAD_TO_BLENDER[:3, :3]
     return pose_from_rotation(R_head)
 
 
@@ -243,7 +242,7 @@ def set_head_pose(obj: bpy.types.Object, pose: tuple[float, float, float]) -> No
     taken out)."""
     from mathutils import Matrix
 
-    R = Matrix((M_HEAD_TO_BLENDER @ euler_to_matrix(*pose) @ M_HEAD_TO_BLENDER.T).tolist())
+    R = Matrix((HEAD_TO_BLENDER[:3, :3] @ euler_to_matrix(*pose) @ BLENDER_TO_HEAD[:3, :3]).tolist())
     if obj.parent is not None:  # world = parent @ parent_inverse @ local
         R = (obj.parent.matrix_world @ obj.matrix_parent_inverse).to_3x3().normalized().inverted() @ R
     if obj.rotation_mode == "QUATERNION":

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from .config import DistillConfig, ExportConfig, PriorConfig
-from .spec import spec
+from .protocol import Blob, Png
+from .spec import SpecError, spec
 
 MAX_PROMPT = 1000  # characters; CLIP reads 77 tokens, the rest is kept for the record
 MAX_VERTICES = 200_000
@@ -132,11 +135,6 @@ JOB_KINDS: dict[str, JobKind] = {
 
 def validate_inputs(kind: JobKind, payloads: dict) -> None:
     """Check input frames against the kind's :class:`InputSpec` list. Raises ``shared.spec.SpecError``."""
-    import numpy as np
-
-    from .protocol import Blob, Png
-    from .spec import SpecError
-
     known = {s.name: s for s in kind.inputs}
     for name in payloads:
         if name not in known:
@@ -155,6 +153,7 @@ def validate_inputs(kind: JobKind, payloads: dict) -> None:
             raise SpecError(field_name, f"{'an' if s.kind[0] in 'aeiou' else 'a'} {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
         if s.kind != "array":
             continue
+        assert isinstance(value, np.ndarray)  # checked against `want` above; tells the type checker
         if s.dtype and value.dtype.name != s.dtype:
             raise SpecError(field_name, f"dtype {s.dtype}", value.dtype.name, f"convert {s.name} to {s.dtype}",
                             code="bad_dtype")

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Optional, Union
 import numpy as np
 
 from . import png as pngcodec
+from .errors import JokerError
 from .spec import SpecError, from_dict, spec, to_dict
 
 PROTOCOL_VERSION = 1
@@ -192,10 +193,12 @@ class Error:
     retry_after_s: float = spec(0.0, lo=0.0, hi=3600.0, doc="for `rate_limited`: resend after this many seconds")
 
     @classmethod
-    def from_exception(cls, exc: SpecError, job: Optional[str] = None) -> "Error":
-        """The reply for a failed validation, clipped to this message's own limits (hostile input can be long)."""
-        return cls(clip(exc.code, 64), clip(str(exc), 4000), clip(exc.field, 256), clip(exc.expected, 1000),
-                   clip(exc.received, 1000), clip(exc.hint, 1000), job)
+    def from_exception(cls, exc: JokerError, job: Optional[str] = None) -> "Error":
+        """The reply for any family error (a failed validation, a failed job), clipped to this message's own limits
+        (hostile input can be long)."""
+        d = exc.to_dict()
+        return cls(clip(d["code"], 64), clip(d["message"], 4000), clip(d.get("field", ""), 256),
+                   clip(d.get("expected", ""), 1000), clip(d.get("received", ""), 1000), clip(d["hint"], 1000), job)
 
 
 def clip(text: Any, limit: int) -> str:

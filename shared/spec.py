@@ -17,23 +17,24 @@ import math
 import typing
 from typing import Any, Mapping, TypeVar
 
+from .errors import JokerError
+
 T = TypeVar("T")
 
 MAX_STR = 4096  # default string limit; prompts declare their own
 MAX_ITEMS = 4096  # default limit for tuples and dicts
 
 
-class SpecError(ValueError):
+class SpecError(JokerError, ValueError):
     """A value that does not fit its declared field. Carries what the protocol's ``error`` message needs."""
 
     def __init__(self, field: str, expected: str, received: Any, hint: str = "", code: str = "invalid_field"):
-        self.field, self.expected, self.code, self.hint = field, expected, code, hint
-        self.received = _short(received)
-        super().__init__(f"{field}: expected {expected}, received {self.received}" + (f" — {hint}" if hint else ""))
+        shown = _short(received)
+        super().__init__(f"{field}: expected {expected}, received {shown}" + (f" — {hint}" if hint else ""), hint,
+                         code, field=field, expected=expected, received=shown)
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "field": self.field, "expected": self.expected,
-                "received": self.received, "hint": self.hint, "message": str(self)}
+        return {**super().to_dict(), "field": self.field, "expected": self.expected, "received": self.received}
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -24,12 +24,7 @@ TINY = dict(preset="draft", n_az=3, n_el=2, levels=6, update_every=5, steps=40, 
             grid_per_level_scale=1.6, checkpoint_every=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +134,7 @@ def test_demo_command_runs_offline(tmp_path):
     assert "oracle prior" in text and "preset draft" in text and "[distill]" in text
 
 
+@pytest.mark.slow
 def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     """The real prior path end to end: normal maps of every view -> PriorGuidance (tiny random weights in the
     official layout, loaded by the real code) -> distillation -> export."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.fit import STANDARD_LM5, centre_crop, detect_faces, load_photo, reference_crop
+from backend.fit import STANDARD_LM5, centre_crop, load_photo, reference_crop
 from backend.fit.crop import pos
 from backend.fit.metrics import crop_corner_disagreement
 from tests.support import assert_close

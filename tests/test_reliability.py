@@ -329,6 +329,7 @@ def test_nothing_from_the_network_is_unpickled_or_evaluated():
 
 # --- faults ----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill9_mid_job_then_restart(tmp_path, zmq_context):
     endpoint, jobs = free_endpoint(), tmp_path / "jobs"
     server = ServeProcess(endpoint, jobs, tmp_path / "serve.log")

@@ -159,7 +159,7 @@ def build_job(args: argparse.Namespace, model: Any, state: RigState, reference: 
         distill = DistillConfig(preset=args.preset)
         if 0 < args.max_steps < distill.resolved().steps:
             distill = distill.with_steps(args.max_steps)
-        params = GenerateParams(**text, distill=distill, export=ExportConfig(
+        params: GenerateParams | PreviewParams = GenerateParams(**text, distill=distill, export=ExportConfig(
             faces=args.faces, texture=args.texture, resolution=args.mesh_resolution))
     else:
         params = PreviewParams(**text, steps=args.steps, az_deg=args.az, el_deg=args.el)

@@ -14,8 +14,12 @@ from typing import Any
 import numpy as np
 
 from backend.ratelimit import PEER_BYTES_PER_S, PEER_MSGS_PER_S
+from backend.jobs import default_runners
+from backend.server import ConfigError, Server, ServerConfig
 from shared import paths
 from shared import protocol as P
+from shared.client import Client, ClientError, CurveKeys, save_result
+from shared.spec import SpecError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
@@ -101,8 +105,6 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from shared.client import Client, CurveKeys
-
     curve = None
     if args.server_key or args.client_key:
         if not (args.server_key and args.client_key):
@@ -145,9 +147,6 @@ def _positive(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from backend.jobs import default_runners
-    from backend.server import ConfigError, Server, ServerConfig
-
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(bind=args.bind, jobs_dir=args.jobs_dir or paths.jobs_dir(), curve_keys=args.curve_keys,
@@ -204,9 +203,6 @@ def _report_error(e: Any) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from shared.client import ClientError, save_result
-    from shared.spec import SpecError
-
     params = json.loads(args.params_file.read_text() if args.params_file else (args.params or "{}"))
     inputs = dict(_load_input(s) for s in args.input)
     with _client(args) as client:
@@ -227,8 +223,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.client import ClientError
-
     with _client(args) as client:
         try:
             if args.job:
@@ -246,8 +240,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from shared.client import ClientError, save_result
-
     with _client(args) as client:
         client.attach(args.job)
         try:
@@ -260,8 +252,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from shared.client import ClientError
-
     with _client(args) as client:
         try:
             state = client.request(P.Cancel(args.job)).body

@@ -1,4 +1,4 @@
-"""The progressive distillation loop (Joker §3.3; docs/joker-facts.md §4), one function in numbered stages.
+"""The progressive distillation loop (Joker §3.3; docs/REFERENCE.md §4), one function in numbered stages.
 
     1. set up: resolve the config, build the schedule, field, occupancy grid, AdamW and the target store
     2. resume from the job's checkpoint, if any

@@ -1,4 +1,4 @@
-"""The progressive target schedule (docs/joker-facts.md §4 "Noise levels", "When targets are updated", "Resolution").
+"""The progressive target schedule (docs/REFERENCE.md §4 "Noise levels", "When targets are updated", "Resolution").
 
 Levels: t_i = round(linspace(999, 0, levels + 1)[:levels]), i.e. 999, 989, ..., 10 for 100 levels.
 Stage 1: the first n1 = round(levels * stage1_fraction) levels, one target update each at steps 0, E, 2E, ...

@@ -10,6 +10,7 @@ The fit then uses 468 points instead of 68: identity error on known heads falls 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def _closest_on_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndar
     near = used[near]
     out_f, out_b = np.zeros((len(points), 3), dtype=np.int64), np.zeros((len(points), 3))
     for i, (p, v) in enumerate(zip(points, near)):
-        best = (np.inf, None, None)
+        best: tuple[float, Any, Any] = (np.inf, None, None)
         for tri in faces[(faces == v).any(axis=1)]:
             a, b, c = vertices[tri]
             # least-squares barycentrics of the projection, clamped to the triangle and renormalised
@@ -100,7 +101,7 @@ def _closest_on_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndar
             w /= w.sum()
             d = np.linalg.norm(w @ vertices[tri] - p)
             if d < best[0]:
-                best = (d, tri, w)
+                best = (float(d), tri, w)
         out_f[i], out_b[i] = best[1], best[2]
     return out_f, out_b
 
@@ -150,8 +151,8 @@ def build_correspondence(rig: MorphableModel, n_heads: int = 16, seed: int = 0) 
     if missing.any():
         raise RuntimeError(f"{missing.sum()} mesh points never landed on the rendered face")
     skin_faces = rig.faces[skin].astype(np.int64)
-    faces, bary = _closest_on_surface(points, mean, skin_faces)
-    return {"faces": faces.astype(np.int32), "bary": bary.astype(np.float32),
+    on_faces, bary = _closest_on_surface(points, mean, skin_faces)
+    return {"faces": on_faces.astype(np.int32), "bary": bary.astype(np.float32),
             "spread_m": spread.astype(np.float32), "n_samples": np.array([len(s) for s in samples], np.int32),
             "rig_fingerprint": np.array(rig_fingerprint(rig)), "rig_name": np.array(rig.name)}
 

@@ -165,8 +165,8 @@ def reference_crop(image: np.ndarray, landmarks5: np.ndarray, exact: bool = True
     img = to_uint8(image)
     H, W = img.shape[:2]
     to_crop, size, x0, y0, s_pos, t = crop_geometry(landmarks5, W, H)
-    mid = _window(img, size, x0, y0, _CENTRE, Image.BICUBIC, exact)
-    out = np.asarray(Image.fromarray(mid).resize((CROP_RES, CROP_RES), resample=Image.LANCZOS))
+    mid = _window(img, size, x0, y0, _CENTRE, Image.Resampling.BICUBIC, exact)
+    out = np.asarray(Image.fromarray(mid).resize((CROP_RES, CROP_RES), resample=Image.Resampling.LANCZOS))
     crop = Crop(out, to_crop, float((to_crop[0, 0] + to_crop[1, 1]) / 2), np.zeros(2), "reference", s_pos, t)
     crop.centre = crop.points_to_image(np.array([CROP_RES / 2, CROP_RES / 2]))
     return crop
@@ -204,7 +204,7 @@ def centre_crop(image: np.ndarray, size: int = CROP_RES) -> Crop:
     H, W = img.shape[:2]
     n = min(W, H)
     x0, y0 = (W - n) // 2, (H - n) // 2
-    out = np.asarray(Image.fromarray(img[y0:y0 + n, x0:x0 + n]).resize((size, size), resample=Image.LANCZOS))
+    out = np.asarray(Image.fromarray(img[y0:y0 + n, x0:x0 + n]).resize((size, size), resample=Image.Resampling.LANCZOS))
     k = size / n
     return Crop(out, np.array([[k, 0.0, -k * x0], [0.0, k, -k * y0]]), float(k),
                 np.array([x0 + n / 2, y0 + n / 2], dtype=np.float64), "centre")

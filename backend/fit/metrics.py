@@ -37,7 +37,7 @@ def transformed_copies(image: np.ndarray) -> list[tuple[str, np.ndarray, np.ndar
     out = []
     for k in (0.6, 1.7):
         w, h = round(W * k), round(H * k)
-        out.append((f"scaled {k}x", np.asarray(u8.resize((w, h), Image.LANCZOS)) / 255.0,
+        out.append((f"scaled {k}x", np.asarray(u8.resize((w, h), Image.Resampling.LANCZOS)) / 255.0,
                     np.array([[w / W, 0, 0], [0, h / H, 0]])))
     canvas = np.full((H + 300, W + 420, 3), 0.5)
     canvas[210:210 + H, 35:35 + W] = image

@@ -79,7 +79,7 @@ def load_photo(data: bytes | str | os.PathLike, *, name: str = "image") -> np.nd
 
     raw = _read_bytes(data, name)
     try:
-        image = Image.open(io.BytesIO(raw))
+        image: Image.Image = Image.open(io.BytesIO(raw))
         w, h = image.size  # read from the header: refuse huge images before decoding their pixels
         if max(w, h) > MAX_IMAGE_SIDE:
             raise PhotoError(name, f"an image at most {MAX_IMAGE_SIDE} px per side", f"{w}x{h} px",

@@ -29,13 +29,13 @@ import numpy as np
 from backend.fit import FitError, fit_portrait
 from backend.fit.landmarks import five_from_mesh
 from backend.jobs.photos import as_job_failed, decode_photo, warn
-from backend.jobs.preview import png_bytes
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import crop_camera
 from shared.jobs import JOB_KINDS, FitParams
 from shared.morphable import RigNotFound, load_default_rig
 from shared.raster import render_normal_map
 from shared.spec import to_dict
+from shared.png import encode_png
 
 CROP_RES = 512
 LANDMARK_COLOUR = (64, 255, 64)
@@ -92,9 +92,9 @@ class FitRunner:
         overlay = crop.astype(np.float32)
         overlay[mask] = (1 - OVERLAY_ALPHA) * overlay[mask] + OVERLAY_ALPHA * normals[mask]
         overlay = draw_landmarks(overlay.round().astype(np.uint8), portrait.landmarks, crop_landmarks5(portrait))
-        return [Artifact("crop.png", "image/png", png_bytes(crop)),
-                Artifact("landmarks.png", "image/png", png_bytes(marked)),
-                Artifact("overlay.png", "image/png", png_bytes(overlay))]
+        return [Artifact("crop.png", "image/png", encode_png(crop)),
+                Artifact("landmarks.png", "image/png", encode_png(marked)),
+                Artifact("overlay.png", "image/png", encode_png(overlay))]
 
 
 def crop_landmarks5(portrait: Any) -> np.ndarray:

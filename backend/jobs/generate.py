@@ -22,10 +22,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backend.costs import CostCounter, peak_cuda_gib, reset_peak_cuda
+from backend.jobs.photos import read_reference
 from backend.jobs.views import distill_views
+from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import Camera, orbit_camera
+from shared.conventions import HEAD_FRAME, HEAD_UNITS, Camera, orbit_camera
 from shared.jobs import JOB_KINDS, GenerateParams
+from shared.morphable import RigNotFound, load_default_rig, vertex_normals
+from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
 from shared.spec import to_dict
 
 PROGRESS_EVERY_S = 0.5  # step events are throttled to this interval (cancellation is checked every step)
@@ -74,7 +79,7 @@ class GenerateRunner:
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": "metres", "frame": "head (+Y up, +Z out of the face)", "view_framing": view_framing}
+                "units": HEAD_UNITS, "frame": HEAD_FRAME, "view_framing": view_framing}
         with counter.timed("export", ctx.device):
             glb, export_meta, files = self._export(result.field, params, ctx, cameras)
         if glb is not None:
@@ -96,13 +101,11 @@ class GenerateRunner:
 
             ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
             with counter.timed("prior_load"):
-                guidance = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
+                oracle = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
             ctx.progress("prior", 1, 1, "oracle prior ready")
-            return guidance
+            return oracle
         import torch
 
-        from backend.jobs.photos import read_reference
-        from backend.prior import load_prior
         from backend.prior.guidance import PriorGuidance
         from backend.render import render_normal_maps
 
@@ -130,9 +133,8 @@ class GenerateRunner:
         if weight <= 0:
             return None, []
         from backend.distill.lpips import LPIPS, WEIGHTS_NAME, find_lpips_weights
-        from shared.paths import models_dir
 
-        root = Path(self.models_dir or models_dir())
+        root = Path(self.models_dir or default_models_dir())
         path = find_lpips_weights(root)
         if path is None:
             note = (f"LPIPS weights are not at {root / WEIGHTS_NAME}: distilling with L1 alone (see "
@@ -144,7 +146,8 @@ class GenerateRunner:
     # --- 5. export -----------------------------------------------------------------------------------------------------
     def _export(self, field, params: GenerateParams, ctx: JobContext, cameras: list[Camera]
                 ) -> tuple[Optional[bytes], dict, dict[str, bytes]]:
-        from backend.export import export_field
+        from backend.export import export_field  # the package imports torch, trimesh and xatlas
+        from backend.export.errors import ExportError
 
         def progress(stage: str, step: int, total: int) -> None:
             ctx.progress("export", step, total, stage)
@@ -152,8 +155,8 @@ class GenerateRunner:
         completion = completion_for(params, cameras)
         try:
             out = export_field(field, params.export, progress=progress, completion=completion)
-        except JobFailed as e:
-            raise JobFailed(f"export: {e}", e.hint, e.code) from e
+        except ExportError as e:
+            raise ExportError(f"export: {e}", e.hint, e.code) from e
         if completion is None:
             out.meta["completion_note"] = (f"the backend has no rig named {params.rig.model!r}: the head is exported "
                                            "as the views saw it, without completion behind and above")
@@ -164,7 +167,6 @@ def completion_for(params: GenerateParams, cameras: list[Camera]):
     """The posed rig's closed body and the training views (``backend.export.Completion``), or None when the backend
     does not have the named rig (then the export keeps what the views saw)."""
     from backend.export import Completion, rig_body
-    from shared.morphable import RigNotFound, load_default_rig
 
     rig = params.rig
     try:
@@ -177,8 +179,7 @@ def completion_for(params: GenerateParams, cameras: list[Camera]):
 
 def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
     """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
-    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, vertex_normals, LIGHT_DIR
-    from shared.morphable import RigNotFound, load_default_rig
+    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, LIGHT_DIR
 
     rig = params.rig
     try:
@@ -188,7 +189,7 @@ def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndar
     if model is not None:
         return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
     v, f = vertices.astype(np.float64), faces.astype(np.int64)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f) @ LIGHT_DIR, 0.0, 1.0)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
     return OracleHead(v, f, procedural_albedo(v, np.tile([0.80, 0.58, 0.47], (len(v), 1))) * shade[:, None])
 
 
@@ -216,6 +217,4 @@ def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from backend.jobs.preview import png_bytes
-
-    return png_bytes(image)
+    return encode_png(image)

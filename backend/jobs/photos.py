@@ -102,7 +102,7 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
         raise JobFailed(f"params.reference_framing: expected aligned or centre, received {framing!r}",
                         "choose aligned (the default) or centre", code="invalid_field")
     if rgb.shape[0] != resolution:
-        rgb = np.asarray(Image.fromarray(rgb).resize((resolution, resolution), Image.LANCZOS))
+        rgb = np.asarray(Image.fromarray(rgb).resize((resolution, resolution), Image.Resampling.LANCZOS))
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from pathlib import Path
@@ -20,10 +19,15 @@ import numpy as np
 
 from backend.jobs.photos import read_reference
 from backend.jobs.views import framed
+from backend.prior import load_prior
+from backend.prior.layout import single_file
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
+from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
+from shared.spec import to_dict
 
 RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint8 [N, H, W, 3]
 
@@ -34,13 +38,6 @@ def _default_render(vertices: np.ndarray, faces: np.ndarray, cameras: list[Camer
     return render_normal_maps(vertices, faces, cameras)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class PreviewRunner:
@@ -55,11 +52,6 @@ class PreviewRunner:
 
     def prior(self, config: PriorConfig, device: str) -> Any:
         """The loaded prior for ``config`` on ``device`` (reused while the config's model fields stay the same)."""
-        from backend.prior import load_prior
-        from backend.prior.layout import single_file
-        from shared.paths import models_dir as default_models_dir
-        from shared.spec import to_dict
-
         key = tuple(sorted(to_dict(config).items()))
         root = Path(self.models_dir or default_models_dir())
         own = single_file(root, config.base_model)
@@ -106,8 +98,8 @@ class PreviewRunner:
                 "mode": params.prior.mode, "resolution": prior.resolution, "reference": reference is not None,
                 "reference_framing": params.reference_framing if reference is not None else None,
                 "az_deg": params.az_deg, "el_deg": params.el_deg}
-        return JobResult(meta, [Artifact("image.png", "image/png", png_bytes(rgb)),
-                                Artifact("normals.png", "image/png", png_bytes(normals))])
+        return JobResult(meta, [Artifact("image.png", "image/png", encode_png(rgb)),
+                                Artifact("normals.png", "image/png", encode_png(normals))])
 
     def _normal_map(self, inputs: dict[str, Input], params: PreviewParams, resolution: int) -> np.ndarray:
         """uint8 [R, R, 3] normal map of the posed mesh seen from (az, el)."""

@@ -2,7 +2,7 @@
 
 Per target update the distillation calls ``targets(renders, views, t, n_steps)``; the text embeddings, every view's
 ControlNet input and the reference latents are prepared once here, and the reference features for level t are
-computed once and shared by all views and calls at that t (joker-facts §4: cfg 19, [cond, uncond] = [caption, ""],
+computed once and shared by all views and calls at that t (docs/REFERENCE.md §4: cfg 19, [cond, uncond] = [caption, ""],
 normal map in both branches, reference in both branches).
 """
 

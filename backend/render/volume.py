@@ -1,4 +1,4 @@
-"""Volume rendering of a ``HeadNeRF`` (docs/joker-facts.md §4 "Renderer").
+"""Volume rendering of a ``HeadNeRF`` (docs/REFERENCE.md §4 "Renderer").
 
 Rays come from ``shared.conventions.Camera`` (OpenCV axes, pixel centres at +0.5), are clipped to the field's cube
 bound and marched with a fixed step ``2 sqrt(3) radius / samples_per_ray`` (the reference's 1.732 * 2 * 0.25 / 200),

@@ -4,7 +4,7 @@ Every knob defaults to ``None``, meaning "the preset's value": a request may sen
 override single fields (``{"preset": "fast", "steps": 8000}``). :meth:`DistillConfig.resolved` returns the config
 with every knob filled in; the distillation code only ever reads resolved configs.
 
-The ``paper`` preset is the reference schedule (docs/joker-facts.md §4): 400 views, 100 DDIM levels, targets
+The ``paper`` preset is the reference schedule (docs/REFERENCE.md §4): 400 views, 100 DDIM levels, targets
 refreshed every 130 steps, Stage 1 (one-step x0) for the first 60 levels, one 40-step DDIM run (Stage 2) from the
 level reached, 20k steps, render resolution 64 -> 512 at steps 200/3000/4500/7000, L1 + LPIPS + 1e-6 sparsity.
 That is 60 x 400 + 40 x 400 = 40,000 prior evaluations (one view at one DDIM step, CFG batch 2) and 20,000 NeRF steps.
