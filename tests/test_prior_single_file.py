@@ -172,7 +172,8 @@ def test_preview_in_free_mode_runs_on_the_single_file(models, artist, tmp_path):
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
 
     def image(prior: PriorConfig) -> np.ndarray:
-        params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, prior=prior)
+        params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, prior=prior,
+                               reference_framing="centre")  # the stand-in reference is noise: no face
         result = runner.run(params, mesh_inputs(), JobContext("job", tmp_path, "cpu", emit=lambda e: None))
         assert result.meta["mode"] == "free"
         return np.asarray(Image.open(io.BytesIO(result.artifacts[0].data)))
