@@ -25,7 +25,7 @@ from typing import Any, Optional
 import zmq
 
 from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
-from backend.queue import FairQueue
+from backend.fairqueue import FairQueue
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
 from shared.endpoints import is_loopback

@@ -45,7 +45,7 @@ def _timed(timings: dict[str, float], stage: str, progress: Progress) -> Iterato
 def export_field(field: Any, cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     """Extract, clean, decimate, unwrap, bake and write the field's head as a GLB (see the package docstring).
 
-    field: a :class:`backend.guidance.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
+    field: a :class:`backend.interfaces.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
     total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
     Raises :class:`backend.export.errors.ExportError` when the field holds no surface.
     """
