@@ -56,8 +56,10 @@ class ServerConfig:
     name: str = "joker-head"
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(JokerError, ValueError):
+    """A server configuration that cannot run (a public bind without keys, missing key files); the message says how."""
+
+    default_code = "config"
 
 
 @dataclass
