@@ -36,8 +36,8 @@ from shared.spec import SpecError, from_dict
 
 log = logging.getLogger("joker_head.server")
 EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
-INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this job ran",
-               "hint": "resubmit it with the same job id to run it again"}
+INTERRUPTED = JokerError("the server stopped while this job ran", "resubmit it with the same job id to run it again",
+                         "interrupted").to_dict()
 
 
 @dataclass
@@ -134,9 +134,9 @@ class Server:
                 record.state, record.error = "done", None  # killed between committing the result and the state
                 self._save_state(record)
             if record.state in ("queued", "running", "interrupted") and record.kind not in self.runners:
-                record.state, record.error = "failed", {
-                    "code": "unknown_kind", "message": f"this server no longer runs {record.kind} jobs",
-                    "hint": "start the server with the runner for that kind, then resubmit"}
+                record.state, record.error = "failed", JokerError(
+                    f"this server no longer runs {record.kind} jobs",
+                    "start the server with the runner for that kind, then resubmit", "unknown_kind").to_dict()
                 self._save_state(record)
             if record.state in ("running", "interrupted"):
                 resumable = getattr(self.runners.get(record.kind), "resumable", False)
@@ -423,7 +423,7 @@ class Server:
             record.state = "done"
         except JobCancelled:
             if job.cancel_requested or not self._stop.is_set():
-                record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
+                record.state, record.error = "cancelled", JokerError("the job was cancelled", code="cancelled").to_dict()
             else:  # the server is shutting down: the next start resumes or reports it
                 record.state, record.error = "interrupted", dict(INTERRUPTED)
         except JokerError as e:  # a runner's, the prior's, the export's or the store's: recorded as it is
