@@ -25,7 +25,7 @@ from typing import Any, Optional
 import zmq
 
 from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
-from backend.queue import FairQueue
+from backend.fairqueue import FairQueue
 from backend.ratelimit import (PEER_BURST_MSGS, PEER_BYTES_PER_S, PEER_MSGS_PER_S, Budget, PeerLimiter,
                               Refusal)
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
@@ -44,8 +44,8 @@ TRIM_AFTER_BYTES = 32 * 1024 * 1024
 TRIM_EVERY_S = 5.0
 RCVHWM = 100  # messages waiting per peer; a client with more in flight waits (TCP back-pressure), nothing is lost
 EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
-INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this job ran",
-               "hint": "resubmit it with the same job id to run it again"}
+INTERRUPTED = JokerError("the server stopped while this job ran", "resubmit it with the same job id to run it again",
+                         "interrupted").to_dict()
 
 
 @dataclass
@@ -70,8 +70,10 @@ class ServerConfig:
     max_tracked_peers: int = 10_000  # peers with a budget in memory; the least recent is forgotten first
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(JokerError, ValueError):
+    """A server configuration that cannot run (a public bind without keys, missing key files); the message says how."""
+
+    default_code = "config"
 
 
 @dataclass
@@ -149,9 +151,9 @@ class Server:
                 record.state, record.error = "done", None  # killed between committing the result and the state
                 self._save_state(record)
             if record.state in ("queued", "running", "interrupted") and record.kind not in self.runners:
-                record.state, record.error = "failed", {
-                    "code": "unknown_kind", "message": f"this server no longer runs {record.kind} jobs",
-                    "hint": "start the server with the runner for that kind, then resubmit"}
+                record.state, record.error = "failed", JokerError(
+                    f"this server no longer runs {record.kind} jobs",
+                    "start the server with the runner for that kind, then resubmit", "unknown_kind").to_dict()
                 self._save_state(record)
             if record.state in ("running", "interrupted"):
                 resumable = getattr(self.runners.get(record.kind), "resumable", False)
@@ -459,7 +461,7 @@ class Server:
             record.state = "done"
         except JobCancelled:
             if job.cancel_requested or not self._stop.is_set():
-                record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
+                record.state, record.error = "cancelled", JokerError("the job was cancelled", code="cancelled").to_dict()
             else:  # the server is shutting down: the next start resumes or reports it
                 record.state, record.error = "interrupted", dict(INTERRUPTED)
         except JokerError as e:  # a runner's, the prior's, the export's or the store's: recorded as it is

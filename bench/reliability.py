@@ -601,7 +601,7 @@ def load(tmp: Path, n_clients: int, per_client: int) -> dict:
 # === 4. security =====================================================================================================
 
 NETWORK_MODULES = ["shared/protocol.py", "shared/client.py", "shared/png.py", "shared/spec.py", "backend/server.py",
-                   "backend/jobstore.py", "backend/queue.py", "backend/commands/server_cmds.py"]
+                   "backend/jobstore.py", "backend/fairqueue.py", "backend/commands/server_cmds.py"]
 UNSAFE_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml", "joblib"}
 
 

@@ -12,7 +12,7 @@ from bpy.props import EnumProperty, StringProperty
 
 from . import importer, live, net, prefs, request, rig
 from .props import find_job
-from .shared.presets import PRESETS, get_preset, preset_weights
+from .shared.presets import EXPRESSION_PRESETS, get_preset, preset_weights
 from .shared.spec import SpecError
 
 ACTIVE = ("submitted", "queued", "running")
@@ -31,7 +31,7 @@ def _running(context: bpy.types.Context, job_id: str):
 
 
 def _preset_items(self, context):
-    return [(p.name, p.name.replace("_", " ").title(), p.prompt_hint) for p in PRESETS.values()]
+    return [(p.name, p.name.replace("_", " ").title(), p.prompt_hint) for p in EXPRESSION_PRESETS.values()]
 
 
 class JOKER_OT_add_rig(bpy.types.Operator):

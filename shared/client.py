@@ -22,6 +22,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .errors import JokerError
 from .jobs import JOB_KINDS, validate_inputs
 from .spec import SpecError, from_dict, to_dict
 
@@ -40,11 +41,13 @@ class Disconnected:
     reason: str
 
 
-class ClientError(RuntimeError):
-    """An ``error`` reply, with the protocol's fields (code, field, expected, received, hint)."""
+class ClientError(JokerError, RuntimeError):
+    """An ``error`` reply, with the protocol's fields (code, field, expected, received, hint) both as ``error`` and as
+    the family's attributes."""
 
     def __init__(self, error: P.Error):
-        super().__init__(error.message or error.code)
+        super().__init__(error.message or error.code, error.hint, error.code, field=error.field,
+                         expected=error.expected, received=error.received)
         self.error = error
 
 

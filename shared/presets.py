@@ -29,7 +29,7 @@ def _both(name: str, w: float) -> dict[str, float]:
     return {f"{name}_L": w, f"{name}_R": w}
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
+EXPRESSION_PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("neutral", {}, "with a neutral expression"),
     Preset("smile", {**_both("mouthSmile", 0.8), **_both("cheekSquint", 0.4), **_both("eyeSquint", 0.2)},
            "smiling"),
@@ -72,9 +72,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; a SpecError lists the known names otherwise."""
-    if name not in PRESETS:
-        raise SpecError("preset", f"one of {', '.join(PRESETS)}", name, "pick a listed preset")
-    return PRESETS[name]
+    if name not in EXPRESSION_PRESETS:
+        raise SpecError("preset", f"one of {', '.join(EXPRESSION_PRESETS)}", name, "pick a listed preset")
+    return EXPRESSION_PRESETS[name]
 
 
 def preset_weights(name: str, expression_names: Sequence[str], strength: float = 1.0) -> dict[str, float]:

@@ -11,7 +11,7 @@ from backend.jobstore import StoreError
 from backend.prior.errors import PriorError
 from backend.rigs.ict import RigFetchError
 from backend.runner import JobContext, JobFailed, JobResult
-from backend.server import JobError
+from backend.server import ConfigError, JobError
 from shared import protocol as P
 from shared.client import ClientError
 from shared.errors import JokerError
@@ -21,7 +21,7 @@ from shared.spec import SpecError
 
 
 @pytest.mark.parametrize("cls", [SpecError, P.ProtocolError, JobError, PngError, StoreError, DownloadError,
-                                 RigFetchError, JobFailed, PriorError, ExportError])
+                                 RigFetchError, JobFailed, PriorError, ExportError, ClientError, ConfigError])
 def test_every_error_class_belongs_to_the_family(cls):
     assert issubclass(cls, JokerError)
 
@@ -78,3 +78,4 @@ def test_a_job_fails_with_the_family_error_unchanged(make_server, make_client, e
         client.wait(job, timeout_s=10)
     got = info.value.error
     assert (got.code, got.message, got.hint) == (error.code, str(error), error.hint)
+    assert info.value.to_dict() == {"code": error.code, "message": str(error), "hint": error.hint}

@@ -123,12 +123,12 @@ def test_default_rig_search(monkeypatch, tmp_path, ict_npz):
 
 
 def test_presets_use_rig_names(rig):
-    from shared.presets import PRESETS, get_preset, preset_weights
+    from shared.presets import EXPRESSION_PRESETS, get_preset, preset_weights
 
-    for name in PRESETS:
+    for name in EXPRESSION_PRESETS:
         weights = preset_weights(name, rig.expression_names)
         assert all(0.0 <= w <= 1.0 for w in weights.values())
-        rig.evaluate(expressions=weights, gaze=PRESETS[name].gaze)
+        rig.evaluate(expressions=weights, gaze=EXPRESSION_PRESETS[name].gaze)
     assert "tongue" in get_preset("tongue_out").prompt_hint
     with pytest.raises(SpecError, match="preset"):
         get_preset("grin!")

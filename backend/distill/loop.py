@@ -34,7 +34,7 @@ from backend.distill.losses import distill_loss, resize_targets
 from backend.distill.lpips import LPIPS
 from backend.distill.schedule import Schedule, TargetUpdate
 from backend.field import HeadNeRF
-from backend.guidance import Guidance
+from backend.interfaces import Guidance
 from backend.render.volume import OccupancyGrid, RayBundle, patch_rays, render_image, render_rays, step_size
 from shared.config import DistillConfig
 from shared.conventions import Camera

@@ -123,7 +123,7 @@ KEEP_SCALE_PX = 2.0  # at 64 px, level t keeps the input's structure coarser tha
 
 
 class OracleGuidance:
-    """``backend.guidance.Guidance`` from a known head. Renders every view once at ``resolution``."""
+    """``backend.interfaces.Guidance`` from a known head. Renders every view once at ``resolution``."""
 
     def __init__(self, head: OracleHead, cameras: Sequence[Camera], resolution: int, perturb: float = 0.0,
                  seed: int = 0):
@@ -136,7 +136,7 @@ class OracleGuidance:
 
     def targets(self, images: torch.Tensor, views: torch.Tensor, t: int, n_steps: int,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """See ``backend.guidance.Guidance.targets``; float [B, 3, resolution, resolution] in 0..1."""
+        """See ``backend.interfaces.Guidance.targets``; float [B, 3, resolution, resolution] in 0..1."""
         truth = self.truth[views.cpu()].to(images.device)
         self.counter.add(costs.PRIOR_EVALS, views.numel() * int(n_steps))
         if self.perturb <= 0:

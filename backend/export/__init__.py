@@ -1,4 +1,4 @@
-"""Mesh and texture export: a :class:`backend.guidance.Field` -> a clean UV-textured GLB in the head frame.
+"""Mesh and texture export: a :class:`backend.interfaces.Field` -> a clean UV-textured GLB in the head frame.
 
     result = export_field(field, ExportConfig(), progress=lambda stage, step, total: ...)
     open("head.glb", "wb").write(result.glb)

@@ -1,4 +1,4 @@
-"""Sample a :class:`backend.guidance.Field` on a regular grid over the NeRF bound, in chunks.
+"""Sample a :class:`backend.interfaces.Field` on a regular grid over the NeRF bound, in chunks.
 
 The grid has ``R`` samples per axis at ``linspace(-b, b, R)`` with ``b = NERF_BOUND_RADIUS_M``; index ``[i, j, k]``
 is the head-frame point ``(x_i, y_j, z_k)``. Every field query is chunked so a GPU field never sees more than

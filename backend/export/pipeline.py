@@ -48,7 +48,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
                  completion: Optional[Completion] = None) -> ExportResult:
     """Extract, clean, decimate, unwrap, bake and write the field's head as a GLB (see the package docstring).
 
-    field: a :class:`backend.guidance.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
+    field: a :class:`backend.interfaces.Field` (head frame, metres). cfg is validated here. ``progress(stage, step,
     total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
     completion: the posed rig's body and the training views; with it the surface is completed from the rig where
     the views did not look, the result is one closed component, and texels the views saw poorly are filled

@@ -1,6 +1,6 @@
 """Fields with a known answer, for tests and the benchmark: analytic shapes and the true ICT head.
 
-Each is a :class:`backend.guidance.Field` whose density follows the reference NeRF's character — near zero outside,
+Each is a :class:`backend.interfaces.Field` whose density follows the reference NeRF's character — near zero outside,
 saturated inside, with a soft rim — built from a signed distance d (metres, negative inside):
     sigma(x) = sigma_s · sigmoid(-d(x) / beta)
 and whose colour is a smooth known pattern, so a baked texture can be checked texel by texel.

@@ -25,7 +25,7 @@ BLOB_SCALE = 10.0  # blob_magic3d: +10 at the centre, 0 at BLOB_RADIUS_M, -10 at
 
 
 class HeadNeRF(nn.Module):
-    """Implements ``backend.guidance.Field``. ``radius``: half side of the cube bound, metres, centred at the origin."""
+    """Implements ``backend.interfaces.Field``. ``radius``: half side of the cube bound, metres, centred at the origin."""
 
     def __init__(self, grid: HashGridSpec = HashGridSpec(), implementation: str = "auto",
                  radius: float = NERF_BOUND_RADIUS_M, hidden: int = 64):

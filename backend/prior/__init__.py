@@ -3,7 +3,7 @@
     prior = load_prior(PriorConfig(mode="joker"), device="cuda")
     image = prior.generate(prior.prepare_control(normals), "a man with a big smile",
                            reference=prior.prepare_reference(portrait))
-    guidance = PriorGuidance(prior, normal_maps, portrait, prompt, cfg=19.0)   # backend.guidance.Guidance
+    guidance = PriorGuidance(prior, normal_maps, portrait, prompt, cfg=19.0)   # backend.interfaces.Guidance
 
 Modules: ``models`` (architecture, official key layout), ``attention`` (reference attention processors),
 ``loading`` (the three modes), ``layout`` (models dir), ``sampling`` (schedules), ``prior`` (the sampler),

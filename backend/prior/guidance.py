@@ -1,4 +1,4 @@
-"""The prior as distillation guidance (``backend.guidance.Guidance``): conditioning is bound at construction.
+"""The prior as distillation guidance (``backend.interfaces.Guidance``): conditioning is bound at construction.
 
 Per target update the distillation calls ``targets(renders, views, t, n_steps)``; the text embeddings, every view's
 ControlNet input and the reference latents are prepared once here, and the reference features for level t are
@@ -53,7 +53,7 @@ class PriorGuidance:
 
     def targets(self, images: torch.Tensor, views: torch.Tensor, t: int, n_steps: int,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """See ``backend.guidance.Guidance.targets``: renders [B, 3, H, W] 0..1 -> [B, 3, R, R] 0..1."""
+        """See ``backend.interfaces.Guidance.targets``: renders [B, 3, H, W] 0..1 -> [B, 3, R, R] 0..1."""
         if images.shape[0] != views.shape[0]:
             raise ValueError(f"targets: {images.shape[0]} images but {views.shape[0]} view indices")
         if views.numel() and (int(views.min()) < 0 or int(views.max()) >= self.n_views):

@@ -1,6 +1,6 @@
-"""Interfaces between the distillation loop and the components it drives: the prior that makes targets, and the
-field that export reads. Implementations: ``backend.prior`` (the Joker prior), the oracle prior (tests, demo),
-``backend.field`` (the NeRF)."""
+"""Interfaces between the distillation loop and the components it drives: the prior that makes targets (``Guidance``;
+``backend.prior.guidance`` is the Joker prior's implementation of it), and the field that export reads.
+Implementations: ``backend.prior`` (the Joker prior), the oracle prior (tests, demo), ``backend.field`` (the NeRF)."""
 
 from __future__ import annotations
 
