@@ -80,3 +80,10 @@ def test_match_expression_keeps_the_artists_identity(ict_rig, astronaut_path):
     assert pf.fit.state.identity == pytest.approx(identity)
     e = pf.fit.state.expressions
     assert (e.get("mouthSmile_L", 0) + e.get("mouthSmile_R", 0)) / 2 > 0.3 and pf.fit.verdict in ("good", "rough")
+
+
+def test_a_turned_head_is_fitted_with_a_profile_warning(ict_rig):
+    shot = render_headshot(ict_rig, None, None, (0.0, np.radians(58.0), 0.0))
+    pf = fit_portrait(shot.image / 255.0, ict_rig)
+    assert pf.fit.state.pose[1] > np.radians(35.0)  # turned toward image right, as rendered
+    assert any("profile" in w for w in pf.warnings)

@@ -100,11 +100,14 @@ def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astron
     assert not np.array_equal(want, astronaut)  # the aligned crop is not the photo: the test can tell them apart
 
 
-def test_aligned_reference_failures_name_the_image_and_the_fix(coffee_png, two_faces_png, tmp_path):
+def test_aligned_reference_failures_name_the_image_and_the_fix(coffee_png, tiny_face_png, two_faces_png, tmp_path):
     with pytest.raises(JobFailed) as e:
         read_reference(P.Png(coffee_png), 64, "aligned", _ctx(tmp_path, []))
     assert e.value.code == "no_face" and "inputs.reference" in str(e.value) and "centre" in e.value.hint
     assert read_reference(P.Png(coffee_png), 64, "centre", _ctx(tmp_path, [])).shape == (3, 64, 64)
+    with pytest.raises(JobFailed) as e:
+        read_reference(P.Png(tiny_face_png), 64, "aligned", _ctx(tmp_path, []))
+    assert e.value.code == "face_too_small" and "inputs.reference" in str(e.value) and e.value.hint
     with pytest.raises(JobFailed) as e:
         read_reference(P.Png(b"\x89PNG\r\n\x1a\n broken"), 64, "aligned", _ctx(tmp_path, []))
     assert e.value.code == "invalid_image" and "inputs.reference" in str(e.value) and e.value.hint

@@ -84,8 +84,8 @@ def cmd_portrait(args: argparse.Namespace) -> int:
             ref_fit = run_fit(client, reference, args, "reference")
             drive_fit = None
             if driving is not None:  # its expression and pose, fitted on the reference's identity
-                init = from_dict(RigState, ref_fit["rig"])
-                drive_fit = run_fit(client, driving, args, "driving", FitParams(rig=args.rig, fit_identity=False, init=init))
+                params = FitParams(rig=args.rig, fit_identity=False, init=from_dict(RigState, ref_fit["rig"]))
+                drive_fit = run_fit(client, driving, args, "driving", params)
             state = compose_state(ref_fit, drive_fit, args.expression, model.expression_names)
             params, inputs = build_job(args, model, state, reference)
             print(f"{args.kind}: identity of {args.reference.name}, expression from "

@@ -45,7 +45,8 @@ class PortraitFit:
 def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
     if not faces:
         raise FitError(name, "a photo with a face", "no face found",
-                       "use a photo where the face is visible, lit and at least 40 px tall", code="no_face")
+                       "use a photo where the face is visible, lit, at least 40 px tall and turned less than about "
+                       "60 degrees from the camera", code="no_face")
     face, others = faces[0], faces[1:]
     warnings = []
     if others:

@@ -32,7 +32,10 @@ LAMBDA_EXP = 50.0
 ALPHA_MAX = 5.0
 LOSS_SCALE_PX = 3.0  # Huber: residuals beyond ~3 px count linearly (a misplaced landmark cannot drag the fit)
 GOOD_PX, ROUGH_PX = 3.0, 8.0  # verdict thresholds on the median landmark residual at 512²
-PROFILE_YAW_DEG = 50.0  # beyond this the far side of the face is hidden: identity transfer weakens
+# Beyond this *fitted* yaw the far side of the face is hidden and identity transfer weakens. The fit reads large
+# turns short (rendered heads at 60 / 70 degrees fit as 47 / 52: the landmark model flattens profiles), so 40 here
+# warns from about 50 degrees of real turn.
+PROFILE_YAW_DEG = 40.0
 
 
 @dataclass

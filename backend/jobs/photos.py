@@ -17,6 +17,7 @@ import numpy as np
 
 from backend.fit import FitError, PhotoError, detect_faces, load_photo
 from backend.fit.landmarks import aligned_crop
+from backend.fit.portrait import MIN_EYE_DISTANCE_PX
 from backend.runner import JobContext, JobFailed
 from shared.protocol import Blob, Png
 
@@ -69,7 +70,12 @@ def largest_face(image: np.ndarray, name: str, ctx: JobContext) -> Any:
                         "reference_framing to \"centre\" to use the image without a face", code="no_face")
     if len(faces) > 1:
         warn(ctx, faces_warning(faces, name))
-    return faces[0]
+    face = faces[0]
+    if face.eye_distance < MIN_EYE_DISTANCE_PX:  # the fit's own limit: the crop would be a blur of a few pixels
+        raise JobFailed(f"inputs.{name}: expected a face with eyes at least {MIN_EYE_DISTANCE_PX:.0f} px apart, "
+                        f"received {face.eye_distance:.1f} px", "use a larger photo or crop closer to the face",
+                        code="face_too_small")
+    return face
 
 
 def warn(ctx: JobContext, message: str) -> None:
