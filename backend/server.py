@@ -42,7 +42,7 @@ log = logging.getLogger("joker_head.server")
 # hands them back: when the flood is over, or every TRIM_EVERY_S while it lasts.
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
 TRIM_EVERY_S = 5.0
-RCVHWM = 100  # messages waiting per peer; a client with more in flight waits (TCP back-pressure), nothing is lost
+RCVHWM = 32  # messages waiting per peer; a client with more in flight waits (TCP back-pressure), nothing is lost
 EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
 INTERRUPTED = JokerError("the server stopped while this job ran", "resubmit it with the same job id to run it again",
                          "interrupted").to_dict()

@@ -182,12 +182,16 @@ ctx.term()
 def test_a_churning_flood_of_unparseable_headers_leaves_the_servers_memory_as_it_was(make_server):
     """Regression (issue 15), as reported: a client that sends 30 KiB unparseable headers, never reads a reply and
     reconnects every 400 messages. Every new peer got its own receive queue, so the backlog grew with the churn,
-    and once drained its pages stayed with the allocator: the old server kept ~100 MiB after this. The server
+    and once drained its pages stayed with the allocator: the old server kept +384 MiB after this. The server
     (this process) must return to within 16 MiB of where it started once the flood has been answered."""
     server = make_server(devices=())
     _rss_mib()
     rss0 = _rss_mib()
-    subprocess.run([sys.executable, "-c", FLOODER, server.endpoint, "8000", "400"], env=ENV, timeout=120, check=True)
+    for _ in range(6):  # how much gets through before each reconnect depends on the machine's load: enough of it
+        subprocess.run([sys.executable, "-c", FLOODER, server.endpoint, "4000", "400"], env=ENV, timeout=120,
+                       check=True)
+        if server.stats["requests"] >= 2000:
+            break
     seen, still = -1, 0
     while still < 4:  # drained: nothing new for 1 s
         time.sleep(0.25)
@@ -196,7 +200,7 @@ def test_a_churning_flood_of_unparseable_headers_leaves_the_servers_memory_as_it
     time.sleep(0.3)  # an idle loop or two: the serve thread trims the heap when a flood is over
     grown = _rss_mib() - rss0
     print(f"{seen} messages, server RSS +{grown:.1f} MiB")
-    assert seen > 1000, f"only {seen} messages reached the server: the test proves nothing"
+    assert seen >= 2000, f"only {seen} messages reached the server: the test proves nothing"
     assert grown < 16, f"server RSS +{grown:.0f} MiB after {seen} hostile headers from a churning client"
 
 
