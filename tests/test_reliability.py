@@ -183,7 +183,8 @@ def test_a_churning_flood_of_unparseable_headers_leaves_the_servers_memory_as_it
     """Regression (issue 15), as reported: a client that sends 30 KiB unparseable headers, never reads a reply and
     reconnects every 400 messages. Every new peer got its own receive queue, so the backlog grew with the churn,
     and once drained its pages stayed with the allocator: the old server kept +384 MiB after this. The server
-    (this process) must return to within 16 MiB of where it started once the flood has been answered."""
+    (this process, which also runs the rest of the suite) must return to within 64 MiB of where it started once the
+    flood has been answered: far below the old growth, above what other tests' allocations add under load."""
     server = make_server(devices=())
     _rss_mib()
     rss0 = _rss_mib()
@@ -201,7 +202,7 @@ def test_a_churning_flood_of_unparseable_headers_leaves_the_servers_memory_as_it
     grown = _rss_mib() - rss0
     print(f"{seen} messages, server RSS +{grown:.1f} MiB")
     assert seen >= 2000, f"only {seen} messages reached the server: the test proves nothing"
-    assert grown < 16, f"server RSS +{grown:.0f} MiB after {seen} hostile headers from a churning client"
+    assert grown < 64, f"server RSS +{grown:.0f} MiB after {seen} hostile headers from a churning client"
 
 
 @pytest.mark.parametrize("header, code", [
