@@ -108,7 +108,7 @@ class Artist(threading.Thread):
             self.asked += 1
             t0 = time.perf_counter()
             try:
-                self.client.request(P.Status(self.job), timeout_s=5)
+                self.client.request(P.GetStatus(self.job), timeout_s=5)
                 self.answered += 1
                 self.latency.append(time.perf_counter() - t0)
             except (TimeoutError, ClientError):  # an unanswered or refused request is what we count

@@ -136,7 +136,7 @@ class Cancel:
 
 
 @dataclass
-class Status:
+class GetStatus:
     TYPE: ClassVar[str] = "status"
     job: str = spec(pattern=JOB_ID)
 
@@ -155,7 +155,7 @@ class JobState:
 
 
 @dataclass
-class List:
+class ListJobs:
     TYPE: ClassVar[str] = "list"
     limit: int = spec(100, lo=1, hi=1000)
 
@@ -208,7 +208,7 @@ def clip(text: Any, limit: int) -> str:
 
 
 MESSAGE_TYPES: dict[str, type] = {t.TYPE: t for t in (
-    Hello, Welcome, Heartbeat, Submit, Accepted, Progress, Cancel, Status, JobState, List, JobList, Fetch, Result,
+    Hello, Welcome, Heartbeat, Submit, Accepted, Progress, Cancel, GetStatus, JobState, ListJobs, JobList, Fetch, Result,
     Error)}
 REQUESTS = ("hello", "heartbeat", "submit", "cancel", "status", "list", "fetch")
 

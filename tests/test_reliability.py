@@ -458,7 +458,7 @@ def test_runner_bugs_fail_their_job_with_a_readable_error(make_server, make_clie
         with pytest.raises(ClientError) as info:
             client.wait(job, timeout_s=10)
         assert info.value.error.code == code and info.value.error.message
-        assert client.request(P.Status(job)).body.state == "failed"
+        assert client.request(P.GetStatus(job)).body.state == "failed"
     ok = client.submit("selftest", {"steps": 1})
     assert client.wait(ok, timeout_s=10).body.meta["steps"] == 1
 
@@ -476,7 +476,7 @@ def test_a_restart_without_a_jobs_runner_fails_those_jobs_and_serves_on(make_ser
 
     restarted = make_server({"other": Other()}, jobs_dir=jobs)
     fresh = make_client(restarted.endpoint)
-    assert fresh.request(P.Status(job)).body.state == "failed"
+    assert fresh.request(P.GetStatus(job)).body.state == "failed"
     nxt = fresh.submit("other", {"steps": 1})
     assert fresh.wait(nxt, timeout_s=10).body.meta["steps"] == 1
 
@@ -524,7 +524,7 @@ def test_only_authorized_keys_get_in(make_server, make_client, tmp_path):
 def test_path_like_job_ids_never_touch_the_disk(make_server, make_client, tmp_path, job_id):
     server = make_server(jobs_dir=tmp_path / "jobs", devices=())
     client = make_client(server.endpoint)
-    for body in (P.Status(job_id), P.Fetch(job_id), P.Cancel(job_id), P.Submit(job_id, "selftest", {})):
+    for body in (P.GetStatus(job_id), P.Fetch(job_id), P.Cancel(job_id), P.Submit(job_id, "selftest", {})):
         with pytest.raises(ClientError) as info:
             client.request(body)
         assert info.value.error.code == "invalid_field" and info.value.error.field == "job"

@@ -51,7 +51,7 @@ def test_cancel_stops_a_running_job_quickly(make_server, make_client):
     with pytest.raises(ClientError) as info:
         client.wait(job, timeout_s=5)
     assert info.value.error.code == "cancelled" and time.monotonic() - t0 < 1.0
-    assert client.request(P.Status(job)).body.state == "cancelled"
+    assert client.request(P.GetStatus(job)).body.state == "cancelled"
 
 
 def test_cancel_a_queued_job(make_server, make_client):
@@ -90,7 +90,7 @@ def test_bad_requests_get_error_replies_and_the_server_serves_on(make_server, zm
            P.encode(P.Submit("a" * 32, "selftest", {"steps": -1})),
            P.encode(P.Submit("b" * 32, "teleport", {})),
            P.encode(P.Submit("c" * 32, "selftest", {}), {"data": np.zeros((2, 2), np.float32)}),
-           P.encode(P.Status("d" * 32)),
+           P.encode(P.GetStatus("d" * 32)),
            [b'{"v": 1, "type": "welcome"}']]
     codes = []
     for frames in bad:
@@ -181,7 +181,7 @@ def test_non_resumable_interrupted_job_is_reported_and_can_be_rerun(make_server,
     server.stop()
     restarted = make_server({"selftest": Once()}, jobs_dir=jobs_dir)
     other = make_client(restarted.endpoint)
-    state = other.request(P.Status(job)).body
+    state = other.request(P.GetStatus(job)).body
     assert state.state == "interrupted" and "stopped" in state.error
     again = other.request(P.Submit(job, "selftest", {"steps": 400, "step_s": 0.02})).body
     assert again.duplicate and again.state == "queued"

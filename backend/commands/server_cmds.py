@@ -226,10 +226,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             if args.job:
-                reply = client.request(P.Status(args.job)).body
+                reply = client.request(P.GetStatus(args.job)).body
                 states = [reply]
             else:
-                states = list(client.request(P.List()).body.jobs)
+                states = list(client.request(P.ListJobs()).body.jobs)
         except ClientError as e:
             return _report_error(e)
     for s in states:
