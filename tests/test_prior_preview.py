@@ -41,7 +41,7 @@ def test_preview_job_returns_png_with_progress_per_step(models, tmp_path):
     assert result.meta["reference_framing"] == "centre"  # noise has no face: the request asked for the centre
     again = runner.run(params, mesh_inputs(), _ctx(tmp_path, []))  # same seed, cached prior: same image
     assert again.artifacts[0].data == result.artifacts[0].data
-    assert len(runner._priors) == 1
+    assert len(runner.priors) == 1
 
 
 def test_preview_job_is_cancelled_at_a_step(models, tmp_path):

@@ -33,7 +33,8 @@ from backend import costs
 from backend.prior.sampling import alphas_cumprod
 from backend.render import interpolate, rasterize_chunks
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
-from shared.morphable import load_default_rig, vertex_normals
+from shared.jobs import RigState
+from shared.morphable import RigNotFound, load_default_rig, vertex_normals
 
 THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
 LIGHT_DIR = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])  # head frame, fixed to the head
@@ -93,6 +94,21 @@ def oracle_head(model, identity: Optional[Sequence[float]] = None, expressions: 
 def default_oracle_head(expressions: Optional[dict[str, float]] = None) -> OracleHead:
     """The default ICT rig (``shared.morphable.find_default_rig``) as the oracle head."""
     return oracle_head(load_default_rig("ict"), expressions=expressions)
+
+
+def oracle_head_for(rig: RigState, vertices: np.ndarray, faces: np.ndarray) -> OracleHead:
+    """The oracle's head for a request: the rig ``rig.model`` posed as ``rig`` says when the backend has that rig,
+    else the sent mesh (``vertices`` float [V, 3] head frame, metres; ``faces`` int [F, 3]) in skin colour with
+    the same procedural detail and head-fixed Lambert shading."""
+    try:
+        model = load_default_rig(rig.model)
+    except (RigNotFound, ValueError):
+        model = None
+    if model is not None:
+        return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
+    v, f = vertices.astype(np.float64), faces.astype(np.int64)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
+    return OracleHead(v, f, procedural_albedo(v, np.tile(MATERIAL_ALBEDO["M_Face"], (len(v), 1))) * shade[:, None])
 
 
 def render_oracle_views(head: OracleHead, cameras: Sequence[Camera],

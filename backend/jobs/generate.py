@@ -1,11 +1,18 @@
 """The ``generate`` job: a textured 3D head from the posed rig, the reference portrait and the prompt.
 
-1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations, each
-   framed on the posed rig's landmarks as the reference frames them (``backend.jobs.views``)
-2. guidance: normal maps of every view -> the prior (joker / free), or the oracle prior (a known textured head)
-3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
-4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
+:meth:`GenerateRunner.run` is the sequencer; each step is one call:
 
+1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations, each
+   framed on the posed rig's landmarks as the reference frames them (``backend.jobs.views.distill_views``)
+2. guidance: normal maps of every view -> the prior (joker / free; loaded once per device by the shared
+   ``backend.prior.cache.PriorCache``), or the oracle prior (``backend.distill.oracle.oracle_head_for``)
+3. LPIPS: its network when the config weights it and the weights are present, else L1 alone and a note
+4. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
+5. renders: a contact sheet of the result from five azimuths (:func:`render_sheet`)
+6. export to GLB (``backend.export.export_field``), completed behind and above by the posed rig (:func:`completion_for`)
+7. result: head.glb, renders.png, visibility.png and the metadata
+
+Inputs (the mesh and its index checks, the reference portrait) are read by ``backend.jobs.inputs``.
 Progress stages: "normals", "prior", "distill" (metrics loss, level = the noise level t, distill_stage = 1 or 2;
 a preview render at each target update; ETA), "export". Cancellation lands in any progress call.
 The result's ``meta["costs"]`` holds what the job did (``backend.costs``: prior passes per sample, VAE images, NeRF
@@ -22,13 +29,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backend.costs import CostCounter, peak_cuda_gib, reset_peak_cuda
-from backend.jobs.photos import read_reference
+from backend.jobs.inputs import read_mesh, read_reference_input
 from backend.jobs.views import distill_views
-from backend.prior import load_prior
-from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
+from backend.prior.cache import PriorCache
+from backend.runner import Artifact, Input, JobContext, JobResult
 from shared.conventions import HEAD_FRAME, HEAD_UNITS, Camera, orbit_camera
 from shared.jobs import JOB_KINDS, GenerateParams
-from shared.morphable import RigNotFound, load_default_rig, vertex_normals
+from shared.morphable import RigNotFound, load_default_rig
 from shared.paths import models_dir as default_models_dir
 from shared.png import encode_png
 from shared.spec import to_dict
@@ -41,25 +48,90 @@ class GenerateRunner:
     kind = JOB_KINDS["generate"]
 
     def __init__(self, models_dir: Optional[Path] = None, implementation: str = "auto",
-                 guidance_factory: Optional[Callable[..., Any]] = None, **_: Any) -> None:
+                 guidance_factory: Optional[Callable[..., Any]] = None, priors: Optional[PriorCache] = None,
+                 **_: Any) -> None:
         self.models_dir, self.implementation = models_dir, implementation
         self._guidance_factory = guidance_factory  # tests inject a guidance; None: by params.prior.mode
+        self.priors = priors if priors is not None else PriorCache()  # default_runners shares one with preview
 
     def run(self, params: GenerateParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
-        from backend.distill import distill
-
+        """1. views -> 2. guidance -> 3. LPIPS -> 4. distillation -> 5. renders -> 6. export -> 7. result."""
         r = params.distill.resolved()
         counter = CostCounter()
         reset_peak_cuda(ctx.device)
-        vertices, faces = _mesh(inputs)
+        vertices, faces = read_mesh(inputs)
+        # 1. views
         cameras, view_framing = distill_views(params.rig, vertices, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
+        # 2. guidance
+        guidance = self._guidance(params, inputs, vertices, faces, cameras, ctx, counter)
+        # 3. LPIPS
+        lpips, notes = self._lpips(r.lpips_weight, ctx)
+        # 4. distillation
+        started = time.monotonic()
+        result = self._distill(guidance, cameras, params, lpips, ctx, counter)
+        # 5. renders
+        sheet = render_sheet(result.field, result.occupancy, r.resolutions[-1], r.samples_per_ray)
+        # 6. export
+        with counter.timed("export", ctx.device):
+            glb, export_meta, files = self._export(result.field, params, ctx, cameras)
+        # 7. result
+        artifacts = ([Artifact("head.glb", "model/gltf-binary", glb)] if glb is not None else []) + \
+            [Artifact("renders.png", "image/png", encode_png(sheet))]
+        if "visibility.png" in files:  # which texels the views saw (255) and which the export completed (0)
+            artifacts.append(Artifact("visibility.png", "image/png", files["visibility.png"]))
+        meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
+                "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
+                "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
+                "units": HEAD_UNITS, "frame": HEAD_FRAME, "view_framing": view_framing, "export": export_meta,
+                "total_s": round(time.monotonic() - started, 1), "costs": counter.as_dict(),
+                "peak_cuda_gib": peak_cuda_gib(ctx.device)}
+        return JobResult(meta, artifacts)
+
+    # --- 2. guidance ------------------------------------------------------------------------------------------------
+    def _guidance(self, params: GenerateParams, inputs: dict[str, Input], vertices: np.ndarray, faces: np.ndarray,
+                  cameras: list[Camera], ctx: JobContext, counter: CostCounter):
         if self._guidance_factory is not None:
             with counter.timed("prior_load", ctx.device):
-                guidance = self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
-        else:
-            guidance = self._guidance(params, inputs, vertices, faces, cameras, ctx, counter)
-        lpips, notes = self._lpips(r.lpips_weight, ctx)
-        started, last = time.monotonic(), [0.0]
+                return self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
+        r = params.distill.resolved()
+        if params.prior.mode == "oracle":
+            from backend.distill.oracle import OracleGuidance, oracle_head_for
+
+            ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
+            with counter.timed("prior_load"):
+                oracle = OracleGuidance(oracle_head_for(params.rig, vertices, faces), cameras, r.resolutions[-1])
+            ctx.progress("prior", 1, 1, "oracle prior ready")
+            return oracle
+        import torch
+
+        from backend.prior.guidance import PriorGuidance
+        from backend.render import render_normal_maps
+
+        ctx.progress("prior", 0, 1, f"loading the {params.prior.mode} prior")
+        with counter.timed("prior_load", ctx.device):
+            prior = self.priors.get(params.prior, self.models_dir, ctx.device)  # PriorError names missing files
+        ctx.progress("normals", 0, len(cameras), "rendering normal maps of every view")
+        views = [c.scaled(prior.resolution) for c in cameras]
+        with counter.timed("normals", ctx.device):
+            maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
+        ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
+        ref = read_reference_input(inputs, prior.resolution, params.reference_framing, ctx)
+        reference = torch.from_numpy(ref)[None] if ref is not None else None
+        before = prior.counter.snapshot()  # the prior is shared between jobs: count this job's share only
+        with counter.timed("prior_load", ctx.device):  # text, reference and control encodings are prior set-up
+            guidance = PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
+                                     cfg=params.cfg)
+        counter.merge(prior.counter.since(before))  # this job's prior set-up (the reference's encode) counts too
+        return guidance
+
+    # --- 4. distillation ----------------------------------------------------------------------------------------------
+    def _distill(self, guidance: Any, cameras: list[Camera], params: GenerateParams, lpips: Any, ctx: JobContext,
+                 counter: CostCounter):
+        """``backend.distill.distill`` with progress events (throttled to PROGRESS_EVERY_S, every target update and
+        the last step) and cancellation checked at every step."""
+        from backend.distill import distill
+
+        last = [0.0]
 
         def on_event(e) -> None:
             now = time.monotonic()
@@ -71,61 +143,9 @@ class GenerateRunner:
                 ctx.progress("distill", e.step, e.total, f"{what}, step {e.step} of {e.total}", preview=e.preview,
                              eta_s=e.eta_s, **metrics)
 
-        result = distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
-                         workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
-                         implementation=self.implementation, counter=counter)
-        sheet = render_sheet(result.field, result.occupancy, r.resolutions[-1], r.samples_per_ray)
-        artifacts = [Artifact("renders.png", "image/png", _png(sheet))]
-        meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
-                "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
-                "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": HEAD_UNITS, "frame": HEAD_FRAME, "view_framing": view_framing}
-        with counter.timed("export", ctx.device):
-            glb, export_meta, files = self._export(result.field, params, ctx, cameras)
-        if glb is not None:
-            artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
-        if "visibility.png" in files:  # which texels the views saw (255) and which the export completed (0)
-            artifacts.append(Artifact("visibility.png", "image/png", files["visibility.png"]))
-        meta["export"] = export_meta
-        meta["total_s"] = round(time.monotonic() - started, 1)
-        meta["costs"] = counter.as_dict()
-        meta["peak_cuda_gib"] = peak_cuda_gib(ctx.device)
-        return JobResult(meta, artifacts)
-
-    # --- 2. guidance ------------------------------------------------------------------------------------------------
-    def _guidance(self, params: GenerateParams, inputs: dict[str, Input], vertices: np.ndarray, faces: np.ndarray,
-                  cameras: list[Camera], ctx: JobContext, counter: CostCounter):
-        r = params.distill.resolved()
-        if params.prior.mode == "oracle":
-            from backend.distill.oracle import OracleGuidance
-
-            ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
-            with counter.timed("prior_load"):
-                oracle = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
-            ctx.progress("prior", 1, 1, "oracle prior ready")
-            return oracle
-        import torch
-
-        from backend.prior.guidance import PriorGuidance
-        from backend.render import render_normal_maps
-
-        ctx.progress("prior", 0, 1, f"loading the {params.prior.mode} prior")
-        with counter.timed("prior_load", ctx.device):
-            prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
-        ctx.progress("normals", 0, len(cameras), "rendering normal maps of every view")
-        views = [c.scaled(prior.resolution) for c in cameras]
-        with counter.timed("normals", ctx.device):
-            maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
-        ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
-        reference = None
-        if inputs.get("reference") is not None:
-            ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
-            reference = torch.from_numpy(ref)[None]
-        with counter.timed("prior_load", ctx.device):  # text, reference and control encodings are prior set-up
-            guidance = PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
-                                     cfg=params.cfg)
-        counter.merge(prior.counter.snapshot())  # this job's prior: its set-up (the reference's encode) counts too
-        return guidance
+        return distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
+                       workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
+                       implementation=self.implementation, counter=counter)
 
     # --- 3. LPIPS ----------------------------------------------------------------------------------------------------
     def _lpips(self, weight: float, ctx: JobContext):
@@ -143,7 +163,7 @@ class GenerateRunner:
             return None, [note]
         return LPIPS.from_file(path), []
 
-    # --- 5. export -----------------------------------------------------------------------------------------------------
+    # --- 6. export -----------------------------------------------------------------------------------------------------
     def _export(self, field, params: GenerateParams, ctx: JobContext, cameras: list[Camera]
                 ) -> tuple[Optional[bytes], dict, dict[str, bytes]]:
         from backend.export import export_field  # the package imports torch, trimesh and xatlas
@@ -177,22 +197,6 @@ def completion_for(params: GenerateParams, cameras: list[Camera]):
     return Completion(rig_body(model, vertices), cameras)
 
 
-def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
-    """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
-    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, LIGHT_DIR
-
-    rig = params.rig
-    try:
-        model = load_default_rig(rig.model)
-    except (RigNotFound, ValueError):
-        model = None
-    if model is not None:
-        return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
-    v, f = vertices.astype(np.float64), faces.astype(np.int64)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
-    return OracleHead(v, f, procedural_albedo(v, np.tile([0.80, 0.58, 0.47], (len(v), 1))) * shade[:, None])
-
-
 def render_sheet(field, occupancy, res: int, samples_per_ray: int) -> np.ndarray:
     """uint8 [res, 5 res, 3]: the field from five azimuths at elevation 0."""
     import torch
@@ -204,17 +208,3 @@ def render_sheet(field, occupancy, res: int, samples_per_ray: int) -> np.ndarray
                 for az in SHEET_AZIMUTHS]
     sheet = torch.cat(imgs, dim=2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     return (sheet * 255.0).round().astype(np.uint8)
-
-
-def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
-    vertices = np.asarray(inputs["vertices"], dtype=np.float32)
-    faces = np.asarray(inputs["faces"]).astype(np.int64)
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise JobFailed(f"inputs.faces: expected indices in [0, {len(vertices)}), received "
-                        f"[{faces.min()}, {faces.max()}]", "send faces that index the vertices array",
-                        code="invalid_input")
-    return vertices, faces
-
-
-def _png(image: np.ndarray) -> bytes:
-    return encode_png(image)

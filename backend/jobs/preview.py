@@ -1,7 +1,8 @@
 """The ``preview`` job: one view of the posed rig through the 2D prior -> PNG.
 
 1. render the normal map of the view (``backend.render.render_normal_maps``, camera ``shared.conventions.orbit_camera``)
-2. load the prior (kept per device between jobs: loading SD1.5-size weights takes far longer than a preview)
+2. load the prior (kept per device between jobs by the ``backend.prior.cache.PriorCache`` the generate job shares:
+   loading SD1.5-size weights takes far longer than a preview)
 3. encode the reference portrait (optional: without one, text and normals alone drive the image), framed on the
    face's landmarks as the prior was trained (``backend.jobs.photos.read_reference``) unless the request asks for
    a centre crop
@@ -10,24 +11,20 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from backend.jobs.photos import read_reference
+from backend.jobs.inputs import read_mesh, read_reference_input
 from backend.jobs.views import framed
-from backend.prior import load_prior
-from backend.prior.layout import single_file
+from backend.prior.cache import PriorCache
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
-from shared.paths import models_dir as default_models_dir
 from shared.png import encode_png
-from shared.spec import to_dict
 
 RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint8 [N, H, W, 3]
 
@@ -39,33 +36,18 @@ def _default_render(vertices: np.ndarray, faces: np.ndarray, cameras: list[Camer
 
 
 
-
 class PreviewRunner:
     kind = JOB_KINDS["preview"]
 
     def __init__(self, models_dir: Optional[Path] = None, render_normals: Optional[RenderNormals] = None,
-                 **_: Any) -> None:
+                 priors: Optional[PriorCache] = None, **_: Any) -> None:
         self.models_dir = models_dir
         self._render = render_normals or _default_render
-        self._priors: dict[str, tuple[tuple, Any]] = {}  # device -> (config key, prior)
-        self._lock = threading.Lock()
+        self.priors = priors if priors is not None else PriorCache()  # default_runners shares one with generate
 
     def prior(self, config: PriorConfig, device: str) -> Any:
         """The loaded prior for ``config`` on ``device`` (reused while the config's model fields stay the same)."""
-        key = tuple(sorted(to_dict(config).items()))
-        root = Path(self.models_dir or default_models_dir())
-        own = single_file(root, config.base_model)
-        if own is not None and own.exists():  # an artist re-saving their fine-tune under the same name reloads it
-            stat = own.stat()
-            key += ((str(own), stat.st_mtime_ns, stat.st_size),)
-        with self._lock:
-            cached = self._priors.get(device)
-            if cached and cached[0] == key:
-                return cached[1]
-            self._priors.pop(device, None)  # free the old weights before loading new ones
-            prior = load_prior(config, root, device)
-            self._priors[device] = (key, prior)
-            return prior
+        return self.priors.get(config, self.models_dir, device)
 
     def run(self, params: PreviewParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
         import torch
@@ -79,10 +61,8 @@ class PreviewRunner:
         with out_of_memory_as_job_error():
             prior = self.prior(params.prior, ctx.device)
             normals = self._normal_map(inputs, params, prior.resolution)
-            reference = None
-            if inputs.get("reference") is not None:
-                ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
-                reference = prior.prepare_reference(torch.from_numpy(ref)[None])
+            ref = read_reference_input(inputs, prior.resolution, params.reference_framing, ctx)
+            reference = prior.prepare_reference(torch.from_numpy(ref)[None]) if ref is not None else None
             control = prior.prepare_control(torch.from_numpy(normals_to_control(normals))[None])
             started = time.monotonic()
 
@@ -103,12 +83,7 @@ class PreviewRunner:
 
     def _normal_map(self, inputs: dict[str, Input], params: PreviewParams, resolution: int) -> np.ndarray:
         """uint8 [R, R, 3] normal map of the posed mesh seen from (az, el)."""
-        vertices = np.asarray(inputs["vertices"], dtype=np.float32)
-        faces = np.asarray(inputs["faces"])
-        if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-            raise JobFailed(f"inputs.faces: expected indices in [0, {len(vertices)}), received "
-                            f"[{faces.min()}, {faces.max()}]", "send faces that index the vertices array",
-                            code="invalid_input")
+        vertices, faces = read_mesh(inputs)
         # framed on the rig's landmarks as the prior's training views were (centred for other meshes)
         camera = framed([orbit_camera(params.az_deg, params.el_deg, res=resolution)], params.rig, vertices)[0][0]
         maps = self._render(vertices, faces, [camera])
