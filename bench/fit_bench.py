@@ -92,7 +92,7 @@ def main() -> None:
         print(f"{path.name}: crop corners moved " + ", ".join(f"{k} {v:.2f} px" for k, v in d.items()))
 
     # 3. the reference's per-view framing vs the fixed, centred grid (ICT mean head, neutral)
-    from backend.fit.crop import reference_view_cameras
+    from shared.framing import reference_view_cameras
     from shared.conventions import reference_grid
 
     grid = reference_grid()[:: 10 if args.quick else 1]

@@ -167,6 +167,7 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
            inputs=sorted(req.inputs), prompt=scene.joker_head.prompt, build_s=build_s)
     """, blender_user)
     from shared.conventions import orbit_camera
+    from shared.framing import frame_rig_views
     from shared.jobs import GenerateParams
     from shared.morphable import MorphableModel
     from shared.presets import preset_weights
@@ -195,7 +196,11 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
     sent = render_normal_map(data["vertices"], data["faces"], camera)
     assert (reference > 0).any(axis=-1).mean() > 0.2  # the face fills the view
     assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3  # float32 rounding only
-    assert np.array_equal(data["image"], sent)  # the panel's live preview is exactly the request's normal map
+    # The panel's live preview is exactly the request's normal map, framed on the posed rig's 68 landmarks as the
+    # backend frames its views (not the centred camera).
+    (framed,), framing = frame_rig_views([camera], model, data["vertices"])
+    assert framing == "reference" and abs(framed.K[1, 2] - camera.K[1, 2]) > 2  # the frame moved
+    assert np.array_equal(data["image"], render_normal_map(data["vertices"], data["faces"], framed))
 
 
 IMPORT_SCRIPT = """
@@ -453,6 +458,9 @@ FAILURE_SCRIPT = """
     preview = mod("images").read_image(bpy.data.images["Joker Preview"])[..., :3]
     scene.joker_head.normal_map_res = 64
     normals = mod("live").normal_map(bpy.context.scene)
+    # what the prior saw: the preview job's own normal map, beside its image
+    backend_normals = mod("shared.png").decode_png((Path(job(ok).result_path).parent / "normals.png").read_bytes())
+    np.savez({normals_out!r}, live=normals, backend=backend_normals)
 
     # An artist's own base model travels with the request; one the backend lacks fails naming the file.
     state.base_model = "my-finetune.safetensors"
@@ -481,7 +489,8 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
 
     backend = start_backend(tmp_path, tiny_models_without_joker)
     try:
-        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint),
+        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint,
+                                                         normals_out=str(tmp_path / "normals.npz")),
                       blender_user)
     finally:
         backend.stop()
@@ -493,6 +502,15 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     # The real preview job ran the training-free prior (tiny random weights): an image, not the normal map.
     assert got["preview_path"].endswith("image.png") and got["preview_shape"][2] == 3 and got["preview_std"] > 0
     assert not got["preview_is_normals"]
+    # The panel's live normal map is the one the preview job fed the prior: same rig state, view (az 20) and size,
+    # both framed on the rig's 68 landmarks (shared.framing); the two rasterizers (numpy in Blender, torch in the
+    # backend) may round a silhouette pixel differently.
+    maps = np.load(tmp_path / "normals.npz")
+    live, sent = maps["live"].astype(int), maps["backend"][..., :3].astype(int)
+    assert live.shape == sent.shape == (64, 64, 3)
+    assert (live > 0).any(axis=-1).mean() > 0.2  # the face fills the view
+    differs = np.abs(live - sent).max(axis=-1) > 1
+    assert differs.sum() <= 1, f"{differs.sum()} pixels differ"
     assert "missing" in got["error"] and "bfm_ft_NersembleCelebvtext_230000.bin" in got["error"]
     assert "fetch-models --mode joker" in got["hint"]
     assert "my-finetune.safetensors" in got["own_model"] and "your fine-tune" in got["own_model"], got["own_model"]

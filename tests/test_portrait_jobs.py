@@ -295,7 +295,7 @@ def test_cli_generate_from_a_portrait_prints_where_the_glb_landed(make_server, a
 
 # --- the distillation views of generate ---------------------------------------------------------------------------
 def test_generate_frames_its_views_on_the_posed_rigs_landmarks():
-    from backend.fit.crop import reference_view_cameras
+    from shared.framing import reference_view_cameras
     from backend.jobs.views import distill_views
     from shared.conventions import reference_grid
     from shared.morphable import load_default_rig
