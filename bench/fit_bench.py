@@ -60,7 +60,7 @@ def main() -> None:
     from backend.fit import detect_faces, fit_rig, load_photo
     from backend.fit.correspondence import load_mesh_points
     from backend.fit.headshot import render_headshot
-    from backend.fit.landmarks import aligned_crop
+    from backend.fit import aligned_crop
     from backend.fit.metrics import crop_corner_disagreement, shape_error_mm
     from backend.fit.portrait import fit_landmarks
     from shared.conventions import crop_camera, project_points
