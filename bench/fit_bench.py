@@ -60,7 +60,7 @@ def main() -> None:
     from backend.fit import detect_faces, fit_rig, load_photo
     from backend.fit.correspondence import load_mesh_points
     from backend.fit.headshot import render_headshot
-    from backend.fit.landmarks import aligned_crop
+    from backend.fit import aligned_crop
     from backend.fit.metrics import crop_corner_disagreement, shape_error_mm
     from backend.fit.portrait import fit_landmarks
     from shared.conventions import crop_camera, project_points
@@ -92,7 +92,7 @@ def main() -> None:
         print(f"{path.name}: crop corners moved " + ", ".join(f"{k} {v:.2f} px" for k, v in d.items()))
 
     # 3. the reference's per-view framing vs the fixed, centred grid (ICT mean head, neutral)
-    from backend.fit.crop import reference_view_cameras
+    from shared.framing import reference_view_cameras
     from shared.conventions import reference_grid
 
     grid = reference_grid()[:: 10 if args.quick else 1]

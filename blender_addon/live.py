@@ -1,7 +1,9 @@
 """The live normal-map preview: exactly what the prior sees, rendered by the shared reference renderer.
 
-The posed rig (the same vertices and normal-map faces a request sends) is rendered from the panel's view with
-``shared.conventions.orbit_camera`` at ``normal_map_res`` into the Image "Joker Normal Map". The reference
+The posed rig (the same vertices and normal-map faces a request sends) is rendered from the panel's view
+(``shared.conventions.orbit_camera`` at ``normal_map_res``) framed on the rig's 68 landmarks as the backend's
+``preview`` and ``generate`` frame their views (``shared.framing.frame_rig_views``; the centred camera for rigs
+without ``landmarks68``) into the Image "Joker Normal Map". The reference
 renderer takes about two seconds, so it never runs on Blender's main thread during editing:
 
     depsgraph handler   the rig changed -> remember when
@@ -24,6 +26,7 @@ from bpy.app.handlers import persistent
 
 from . import images, rig
 from .shared.conventions import Camera, orbit_camera
+from .shared.framing import frame_rig_views
 from .shared.raster import render_normal_map as shared_render
 
 SETTLE_S = 0.3
@@ -34,12 +37,15 @@ _future: Optional[Future] = None
 
 def snapshot(scene: bpy.types.Scene, depsgraph: Optional[bpy.types.Depsgraph] = None
              ) -> tuple[np.ndarray, np.ndarray, Camera]:
-    """What a render needs, read from bpy on the main thread: vertices [V, 3] and faces [F, 3] exactly as a
-    request sends them, and the panel's camera."""
+    """What a render needs, read from bpy on the main thread: vertices float32 [V, 3] and faces [F, 3] exactly as a
+    request sends them, and the panel's camera framed on the posed rig's landmarks as the backend frames it."""
     state = scene.joker_head
     obj = state.rig
-    camera = orbit_camera(state.view_az, state.view_el, res=state.normal_map_res)
-    return rig.posed_vertices(obj, depsgraph), rig.model_for(obj).normal_region_faces, camera
+    model = rig.model_for(obj)
+    vertices = rig.posed_vertices(obj, depsgraph)
+    centred = orbit_camera(state.view_az, state.view_el, res=state.normal_map_res)
+    (camera,), _ = frame_rig_views([centred], model, vertices)
+    return vertices, model.normal_region_faces, camera
 
 
 def normal_map(scene: bpy.types.Scene, depsgraph: Optional[bpy.types.Depsgraph] = None) -> np.ndarray:

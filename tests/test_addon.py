@@ -167,6 +167,7 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
            inputs=sorted(req.inputs), prompt=scene.joker_head.prompt, build_s=build_s)
     """, blender_user)
     from shared.conventions import orbit_camera
+    from shared.framing import frame_rig_views
     from shared.jobs import GenerateParams
     from shared.morphable import MorphableModel
     from shared.presets import preset_weights
@@ -195,7 +196,11 @@ def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
     sent = render_normal_map(data["vertices"], data["faces"], camera)
     assert (reference > 0).any(axis=-1).mean() > 0.2  # the face fills the view
     assert np.mean(np.abs(sent.astype(int) - reference.astype(int)) > 1) < 1e-3  # float32 rounding only
-    assert np.array_equal(data["image"], sent)  # the panel's live preview is exactly the request's normal map
+    # The panel's live preview is exactly the request's normal map, framed on the posed rig's 68 landmarks as the
+    # backend frames its views (not the centred camera).
+    (framed,), framing = frame_rig_views([camera], model, data["vertices"])
+    assert framing == "reference" and abs(framed.K[1, 2] - camera.K[1, 2]) > 2  # the frame moved
+    assert np.array_equal(data["image"], render_normal_map(data["vertices"], data["faces"], framed))
 
 
 IMPORT_SCRIPT = """
@@ -453,6 +458,9 @@ FAILURE_SCRIPT = """
     preview = mod("images").read_image(bpy.data.images["Joker Preview"])[..., :3]
     scene.joker_head.normal_map_res = 64
     normals = mod("live").normal_map(bpy.context.scene)
+    # what the prior saw: the preview job's own normal map, beside its image
+    backend_normals = mod("shared.png").decode_png((Path(job(ok).result_path).parent / "normals.png").read_bytes())
+    np.savez({normals_out!r}, live=normals, backend=backend_normals)
 
     # An artist's own base model travels with the request; one the backend lacks fails naming the file.
     state.base_model = "my-finetune.safetensors"
@@ -481,7 +489,8 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
 
     backend = start_backend(tmp_path, tiny_models_without_joker)
     try:
-        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint),
+        got = run_bpy(RIG_SCRIPT + FAILURE_SCRIPT.format(dead_port=free_port(), endpoint=backend.endpoint,
+                                                         normals_out=str(tmp_path / "normals.npz")),
                       blender_user)
     finally:
         backend.stop()
@@ -493,6 +502,15 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     # The real preview job ran the training-free prior (tiny random weights): an image, not the normal map.
     assert got["preview_path"].endswith("image.png") and got["preview_shape"][2] == 3 and got["preview_std"] > 0
     assert not got["preview_is_normals"]
+    # The panel's live normal map is the one the preview job fed the prior: same rig state, view (az 20) and size,
+    # both framed on the rig's 68 landmarks (shared.framing); the two rasterizers (numpy in Blender, torch in the
+    # backend) may round a silhouette pixel differently.
+    maps = np.load(tmp_path / "normals.npz")
+    live, sent = maps["live"].astype(int), maps["backend"][..., :3].astype(int)
+    assert live.shape == sent.shape == (64, 64, 3)
+    assert (live > 0).any(axis=-1).mean() > 0.2  # the face fills the view
+    differs = np.abs(live - sent).max(axis=-1) > 1
+    assert differs.sum() <= 1, f"{differs.sum()} pixels differ"
     assert "missing" in got["error"] and "bfm_ft_NersembleCelebvtext_230000.bin" in got["error"]
     assert "fetch-models --mode joker" in got["hint"]
     assert "my-finetune.safetensors" in got["own_model"] and "your fine-tune" in got["own_model"], got["own_model"]
@@ -551,3 +569,103 @@ def test_panels_draw_every_control(blender_user, ict_npz):
     assert any(e.startswith("template_icon") for e in generate)  # the streamed preview is shown
     assert any(e.startswith("template_list") for e in logs["JOKER_PT_rig"])
     assert any("Contacts tcp://127.0.0.1:5555 (this machine)" in e for e in logs["JOKER_PT_main"])
+
+
+SPEC_PROPS_SCRIPT = """
+    import dataclasses, importlib, types
+    specprops, props = mod("specprops"), mod("props")
+
+    def rna(group, prop):
+        return getattr(props, group).bl_rna.properties[prop]  # the registered class (rebuilt below)
+
+    def seen(group, prop):
+        p = rna(group, prop)
+        out = dict(type=p.type, description=p.description)
+        if p.type in ("INT", "FLOAT"):
+            out.update(min=p.hard_min, max=p.hard_max, default=p.default)
+        elif p.type == "ENUM":
+            out.update(items=[i.identifier for i in p.enum_items], default=p.default)
+        elif p.type == "STRING":
+            out.update(maxlen=p.length_max, default=p.default)
+        return out
+
+    mirrors = {f"{g}.{p}": [cls.__module__.rsplit(".shared.", 1)[-1], cls.__name__, name, seen(g, p)]
+               for (g, p), (cls, name) in specprops.MIRRORS.items()}
+
+    # Change spec limits in the add-on's own copy of shared/, rebuild the properties: they follow.
+    export = mod("shared.config.export").ExportConfig
+    preview = mod("shared.jobs").PreviewParams
+    def patch(cls, name, **changes):
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        old = f.metadata
+        f.metadata = types.MappingProxyType({**old, **changes})
+        return lambda: setattr(f, "metadata", old)
+    undo = [patch(export, "faces", hi=200_000, doc="fewer faces"), patch(export, "texture", choices=(512, 1024)),
+            patch(export, "resolution", lo=100), patch(preview, "az_deg", lo=-30.0, hi=30.0)]
+    def rebuild():
+        global props
+        props.unregister()
+        props = importlib.reload(props)
+        props.register()
+    rebuild()
+    changed = {k: seen("JokerState", k) for k in ("faces", "texture", "mesh_resolution", "view_az")}
+    for u in undo:
+        u()
+    rebuild()
+    restored = seen("JokerState", "faces")
+    report(mirrors=mirrors, changed=changed, restored=restored)
+"""
+
+
+@needs_bpy
+def test_properties_that_mirror_spec_fields_take_the_specs_limits(blender_user):
+    import dataclasses
+    import importlib
+
+    got = run_bpy(SPEC_PROPS_SCRIPT, blender_user)
+    mirrors = got["mirrors"]
+    # what the add-on's properties mirror: every request field the panel sets
+    assert {"JokerState.cfg", "JokerState.preview_cfg", "JokerState.preview_steps", "JokerState.seed",
+            "JokerState.prompt", "JokerState.negative_prompt", "JokerState.view_az", "JokerState.view_el",
+            "JokerState.faces", "JokerState.texture", "JokerState.mesh_resolution", "JokerState.prior_mode",
+            "JokerState.base_model", "JokerState.reference_framing", "JokerState.max_steps", "JokerState.quality",
+            "JokerRigSettings.gaze_yaw", "JokerRigSettings.gaze_pitch", "JokerIdentityWeight.value",
+            "JokerRigSettings.model"} <= set(mirrors)
+    # where the add-on means something else, it says so in props.py (and nowhere else)
+    own_min = {"JokerState.max_steps": 0}  # 0: the preset's own step count
+    own_default = {"JokerState.preview_steps": 25, "JokerState.max_steps": 0, "JokerState.base_model": ""}
+    own_doc = {"JokerState.max_steps", "JokerState.base_model", "JokerState.quality", "JokerRigSettings.gaze_yaw",
+               "JokerRigSettings.gaze_pitch"}
+    for key, (module, cls_name, field_name, prop) in mirrors.items():
+        cls = getattr(importlib.import_module(f"shared.{module}"), cls_name)
+        f = next(f for f in dataclasses.fields(cls) if f.name == field_name)
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if key not in own_doc:
+            assert prop["description"] == meta["doc"], key
+        if prop["type"] in ("INT", "FLOAT"):
+            lo, hi = meta["lo"], meta["hi"]
+            if prop["type"] == "INT":
+                hi = min(hi, 2**31 - 1)  # Blender ints are 32-bit
+            assert prop["min"] == pytest.approx(own_min.get(key, lo)) and prop["max"] == pytest.approx(hi), key
+            if not isinstance(default, tuple):
+                assert prop["default"] == pytest.approx(own_default.get(key, default)), key
+        elif prop["type"] == "ENUM":
+            choices = meta["choices"]
+            if choices:
+                assert prop["items"] == [str(c) for c in choices], key
+            else:  # a range offered as a menu: every item inside the spec's bounds
+                assert prop["items"] and all(meta["lo"] <= int(i) <= meta["hi"] for i in prop["items"]), key
+            assert prop["default"] == str(default) or key == "JokerState.quality", key
+        elif prop["type"] == "STRING":
+            # Blender's length_max counts the NUL terminator it adds to maxlen: max_len characters fit
+            assert prop["maxlen"] == meta["max_len"] + 1 and prop["default"] == own_default.get(key, default), key
+    assert mirrors["JokerState.seed"][3]["max"] == 2**31 - 1  # the spec's 2**32 - 1, clamped to Blender's ints
+
+    # a changed spec bound changes the property (the add-on's vendored shared/, properties rebuilt)
+    changed = got["changed"]
+    assert changed["faces"]["max"] == 200_000 and changed["faces"]["description"] == "fewer faces"
+    assert changed["texture"]["items"] == ["512", "1024"]
+    assert changed["mesh_resolution"]["items"] == ["128", "192", "256", "384", "512"]
+    assert changed["view_az"]["min"] == -30.0 and changed["view_az"]["max"] == 30.0
+    assert got["restored"]["max"] == 1_000_000

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from backend.fit import STANDARD_LM5, centre_crop, load_photo, reference_crop
-from backend.fit.crop import pos
 from backend.fit.metrics import crop_corner_disagreement
+from shared.framing import pos
 from tests.support import assert_close
 
 
@@ -103,8 +103,8 @@ def test_scaled_shifted_and_padded_copies_give_the_same_crop(astronaut, hopper_p
 
 def test_reference_view_cameras_frame_views_like_the_portrait_crop(ict_rig):
     """Re-cropping a view on the projected landmarks = rendering with the re-cropped intrinsics (K' = A K)."""
-    from backend.fit.crop import crop_geometry, five_from_68, reference_view_cameras
     from shared.conventions import orbit_camera, project_points
+    from shared.framing import crop_geometry, five_from_68, reference_view_cameras
 
     lm3d = ict_rig.neutral[ict_rig.arrays["landmarks68"]].astype(np.float64)
     cams = [orbit_camera(0, 0), orbit_camera(30, -10)]

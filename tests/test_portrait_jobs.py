@@ -83,12 +83,14 @@ def _ctx(tmp_path, events):
 
 # --- the reference framing of preview / generate ----------------------------------------------------------------
 def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astronaut, astronaut_png, tmp_path):
-    from backend.fit import detect_faces, load_photo
-    from backend.fit.landmarks import aligned_crop
+    from backend.fit import aligned_crop, detect_faces, load_photo, reference_crop
 
     image = load_photo(astronaut_png)
     crop = aligned_crop(image, detect_faces(image)[0])[0]  # the fit job's crop: the reference's, on steady points
     want = crop.image  # uint8 [512, 512, 3]
+    # the crop says which 5 points it was aligned on: the reference crop on exactly those points is this crop
+    assert crop.aligned_on == "face mesh, mirror-averaged" and crop.landmarks5.shape == (5, 2)
+    np.testing.assert_array_equal(reference_crop(image, crop.landmarks5).image, want)
     got = read_reference(P.Png(astronaut_png), 512, "aligned", _ctx(tmp_path, []))
     assert got.shape == (3, 512, 512) and got.dtype == np.float32
     np.testing.assert_array_equal((got.transpose(1, 2, 0) * 255).round().astype(np.uint8), want)
@@ -98,6 +100,24 @@ def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astron
     centre = read_reference(P.Png(astronaut_png), 512, "centre", _ctx(tmp_path, []))
     np.testing.assert_array_equal((centre.transpose(1, 2, 0) * 255).round().astype(np.uint8), astronaut)
     assert not np.array_equal(want, astronaut)  # the aligned crop is not the photo: the test can tell them apart
+
+
+def test_aligned_crop_errors_name_the_callers_image(astronaut):
+    from backend.fit import Face, FitError, aligned_crop
+    from backend.jobs.photos import as_job_failed
+
+    eyes_nose_mouth = np.array([[100.0, 100.0], [160.0, 100.0], [130.0, 135.0], [105.0, 165.0], [155.0, 165.0]])
+    face = Face(np.array([70.0, 60.0, 190.0, 200.0]), 0.99, eyes_nose_mouth)
+    with pytest.raises(FitError) as e:  # a "face" in a black image: the landmark model finds none
+        aligned_crop(np.zeros((256, 256, 3), np.float32), face, name="inputs.reference")
+    assert str(e.value).startswith("inputs.reference: expected a face the landmark model can read"), str(e.value)
+    assert e.value.field == "inputs.reference" and e.value.code == "no_landmarks" and e.value.hint
+    failed = as_job_failed(e.value, "reference")  # the job's failure names the input once
+    assert str(failed).startswith("inputs.reference: expected") and failed.code == "no_landmarks"
+    coincident = Face(face.box, 0.99, np.full((5, 2), 120.0))
+    with pytest.raises(FitError) as e:
+        aligned_crop(astronaut, coincident, name="inputs.photo")
+    assert str(e.value).startswith("inputs.photo: expected 5 landmarks spread over a face"), str(e.value)
 
 
 def test_aligned_reference_failures_name_the_image_and_the_fix(coffee_png, tiny_face_png, two_faces_png, tmp_path):
@@ -171,6 +191,17 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     assert np.abs(meta["translation_m"]).max() < 0.3
     lm = np.asarray(meta["landmarks"])
     assert lm.shape == (68, 2) and (lm > 0).all() and (lm < 512).all() and len(meta["residual_px"]) == 68
+    # the 5 points the crop was aligned on, in crop px: where the reference crop puts every face's eyes
+    assert meta["aligned_on"] == "face mesh, mirror-averaged"
+    lm5 = np.asarray(meta["landmarks5"])
+    assert lm5.shape == (5, 2) and abs(lm5[:2, 1].mean() - lm5[3:, 1].mean()) > 50  # eyes well above the mouth
+    A = np.asarray(meta["crop"]["to_crop"])
+    from backend.fit import aligned_crop, detect_faces, load_photo
+
+    image = load_photo(astronaut_png)
+    direct = aligned_crop(image, detect_faces(image)[0])[0]
+    assert_close(lm5, direct.points_to_crop(direct.landmarks5), rel=1e-5, name="landmarks5")  # meta rounds 1e-4 px
+    assert_close(A, direct.to_crop, rel=1e-4, name="to_crop")
     crop, marked, overlay = (_decode(files[n].data) for n in ("crop.png", "landmarks.png", "overlay.png"))
     assert crop.shape == marked.shape == overlay.shape == (512, 512, 3)
     x, y = np.round(lm[8]).astype(int)  # the chin: a green landmark dot on the marked crop
@@ -295,7 +326,7 @@ def test_cli_generate_from_a_portrait_prints_where_the_glb_landed(make_server, a
 
 # --- the distillation views of generate ---------------------------------------------------------------------------
 def test_generate_frames_its_views_on_the_posed_rigs_landmarks():
-    from backend.fit.crop import reference_view_cameras
+    from shared.framing import reference_view_cameras
     from backend.jobs.views import distill_views
     from shared.conventions import reference_grid
     from shared.morphable import load_default_rig

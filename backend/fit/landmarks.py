@@ -97,36 +97,43 @@ def five_from_mesh(mesh: np.ndarray) -> np.ndarray:
                      mesh[MOUTH_CORNERS[0]], mesh[MOUTH_CORNERS[1]]])
 
 
-def aligned_crop(image: np.ndarray, face: Face, passes: int = REFINE_PASSES) -> tuple[Crop, np.ndarray]:
+def aligned_crop(image: np.ndarray, face: Face, passes: int = REFINE_PASSES, name: str = "image"
+                 ) -> tuple[Crop, np.ndarray]:
     """The reference crop of ``face`` on steadier landmarks, and MediaPipe's 468 points in it (float64 [468, 2]).
 
     MTCNN's 5 points move by several pixels (at 512²) between scaled or shifted copies of one photo, and so does
     the crop; the face mesh is steadier. So: crop on MTCNN's points, run the mesh, take the 5 points from the mesh
-    (:func:`five_from_mesh`), crop again (``passes`` times), and run the mesh on the final crop.
+    (:func:`five_from_mesh`, averaged with the mirrored crop's), crop again (``passes`` times), and run the mesh on
+    the final crop. The crop records the 5 points it was aligned on (``Crop.landmarks5``, image px) and their
+    source (``Crop.aligned_on``: "mtcnn", "face mesh" or "face mesh, mirror-averaged").
+    ``name``: the image as the caller knows it (e.g. ``inputs.reference``); errors name it.
     Raises FitError when the mesh finds no face.
     """
-    crop = reference_crop(image, face.landmarks5, exact=False)
+    crop = reference_crop(image, face.landmarks5, exact=passes == 0, name=name, aligned_on="mtcnn")
     for i in range(passes):
-        crop = reference_crop(image, crop.points_to_image(_steady_five(crop.image)), exact=i == passes - 1)
-    return crop, _mesh_or_fail(crop.image)
+        five, source = _steady_five(crop.image, name)
+        crop = reference_crop(image, crop.points_to_image(five), exact=i == passes - 1, name=name,
+                              aligned_on=source)
+    return crop, _mesh_or_fail(crop.image, name)
 
 
-def _steady_five(crop_u8: np.ndarray) -> np.ndarray:
-    """float64 [5, 2] crop px: :func:`five_from_mesh` averaged over the crop and its mirror image (the mirror's
-    points flipped back, its eyes and mouth corners swapped), which halves the mesh's left-right jitter."""
-    a = five_from_mesh(_mesh_or_fail(crop_u8))
+def _steady_five(crop_u8: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+    """(float64 [5, 2] crop px, source): :func:`five_from_mesh` averaged over the crop and its mirror image (the
+    mirror's points flipped back, its eyes and mouth corners swapped), which halves the mesh's left-right jitter;
+    the crop's own points alone where the mirror finds no face."""
+    a = five_from_mesh(_mesh_or_fail(crop_u8, name))
     m = mesh_points(np.ascontiguousarray(crop_u8[:, ::-1]))
     if m is None:
-        return a
+        return a, "face mesh"
     b = five_from_mesh(m)[[1, 0, 2, 4, 3]]
     b[:, 0] = crop_u8.shape[1] - b[:, 0]
-    return (a + b) / 2.0
+    return (a + b) / 2.0, "face mesh, mirror-averaged"
 
 
-def _mesh_or_fail(crop_u8: np.ndarray) -> np.ndarray:
+def _mesh_or_fail(crop_u8: np.ndarray, name: str) -> np.ndarray:
     mesh = mesh_points(crop_u8)
     if mesh is None:
-        raise FitError("image", "a face the landmark model can read", "no landmarks in the face's crop",
+        raise FitError(name, "a face the landmark model can read", "no landmarks in the face's crop",
                        "use a sharper, better lit photo with the face turned less than 60 degrees",
                        code="no_landmarks")
     return mesh

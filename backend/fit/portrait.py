@@ -68,7 +68,7 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     Parts not fitted keep their values from ``init`` (e.g. *Match Expression*: ``fit_identity=False,
     init=<the rig's current state>`` keeps the artist's identity)."""
     face, warnings = _choose_face(detect_faces(image), name)
-    crop, mesh = aligned_crop(image, face)
+    crop, mesh = aligned_crop(image, face, name=name)
     landmarks = ibug68_from_mesh(mesh)
     fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose,
                         init=init)

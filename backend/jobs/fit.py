@@ -9,7 +9,9 @@
 
     rig            RigState (shared.jobs) as a dict: identity, expressions, pose, gaze
     translation_m  float [3] the head's translation in the crop camera's frame, metres
-    landmarks5     float [5, 2] crop px;  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
+    landmarks5     float [5, 2] crop px: the 5 points the crop was aligned on (eye, eye, nose tip, mouth corners;
+                   image left first);  aligned_on  where they came from ("face mesh, mirror-averaged", "face mesh",
+                   "mtcnn");  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
     residual_px    float [68] per-landmark reprojection error at 512²;  verdict "good" | "rough" | "failed"
     face           {"box": [x0, y0, x1, y1] image px, "score"} of the face used (the largest)
     crop           {"to_crop": float [2, 3] affine image px -> crop px, "scale", "centre"};  image_size [W, H]
@@ -27,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from backend.fit import FitError, fit_portrait
-from backend.fit.landmarks import five_from_mesh
 from backend.jobs.photos import as_job_failed, decode_photo, warn
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.conventions import crop_camera
@@ -98,13 +99,9 @@ class FitRunner:
 
 
 def crop_landmarks5(portrait: Any) -> np.ndarray:
-    """float64 [5, 2] crop px: the 5 points the crop is aligned on (from the face mesh, as ``aligned_crop`` takes
-    them), else the detector's 5 landmarks mapped by the crop's affine."""
-    if getattr(portrait, "mesh", None) is not None:
-        return np.asarray(five_from_mesh(portrait.mesh), dtype=np.float64)
-    p = np.asarray(portrait.face.landmarks5, dtype=np.float64)
-    A = np.asarray(portrait.crop.to_crop, dtype=np.float64)
-    return p @ A[:, :2].T + A[:, 2]
+    """float64 [5, 2] crop px: the 5 points the crop was aligned on (``Crop.landmarks5``, recorded by
+    ``backend.fit.aligned_crop``), mapped by the crop's affine."""
+    return portrait.crop.points_to_crop(portrait.crop.landmarks5)
 
 
 def fitted_vertices(model: Any, fit: Any) -> np.ndarray:
@@ -150,6 +147,7 @@ def fit_meta(portrait: Any, image_shape: tuple, warnings: list[str]) -> dict:
         "rig": to_dict(fit.state),
         "translation_m": _floats(fit.translation),
         "landmarks5": _floats(crop_landmarks5(portrait)),
+        "aligned_on": crop.aligned_on,
         "landmarks": _floats(portrait.landmarks),
         "residual_px": _floats(residual),
         "residual_mean_px": round(float(np.mean(residual)), 3),

@@ -15,8 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from backend.fit import FitError, PhotoError, detect_faces, load_photo
-from backend.fit.landmarks import aligned_crop
+from backend.fit import FitError, PhotoError, aligned_crop, detect_faces, load_photo
 from backend.fit.portrait import MIN_EYE_DISTANCE_PX
 from backend.runner import JobContext, JobFailed
 from shared.protocol import Blob, Png
@@ -88,7 +87,7 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
 
     ``aligned``: the face's 5 landmarks fitted to the 5 standard 3D landmarks, cropped as the reference
     implementation does (``backend.fit.reference_crop`` on the face mesh's steadier 5 points,
-    ``backend.fit.landmarks.aligned_crop``, as the fit job crops: 512², black outside the photo), Lanczos to R when
+    ``backend.fit.aligned_crop``, as the fit job crops: 512², black outside the photo), Lanczos to R when
     R != 512.
     ``centre``: the centre square, Lanczos to R (for images without a detectable face).
     Several faces report a warning through ``ctx``.
@@ -101,7 +100,7 @@ def read_reference(payload: Payload, resolution: int, framing: str, ctx: JobCont
         image = decode_photo(payload, "reference")
         face = largest_face(image, "reference", ctx)
         try:  # the fit's own crop: the same framing as Match Portrait's, steadier than MTCNN's 5 points
-            rgb = aligned_crop(image, face)[0].image  # uint8 [512, 512, 3]
+            rgb = aligned_crop(image, face, name="inputs.reference")[0].image  # uint8 [512, 512, 3]
         except FitError as e:
             raise as_job_failed(e, "reference") from None
     else:

@@ -2,18 +2,18 @@
 
 The reference renders each distillation view's normal map and re-crops it on the face's projected landmarks, so
 every view has its own intrinsics (docs/FIT.md, "The distillation views": the frontal view's principal point moves
-~29 px, focal x0.96..0.99 on the ICT head — not negligible). ``backend.fit.crop.reference_view_cameras`` gives those
-cameras (same pose, K' = A K); this module picks the 68 landmarks of the posed mesh the job received, which needs
-the rig the request names (its ``landmarks68`` vertex indices) and a mesh of that rig's vertex count. Any other mesh
-keeps the centred grid, and the job's meta says which framing it used.
+~29 px, focal x0.96..0.99 on the ICT head — not negligible). ``shared.framing`` owns that geometry (the add-on's
+live normal map uses it too); this module finds the rig the request names, whose ``landmarks68`` vertex indices pick
+the 68 landmarks of the posed mesh the job received (``shared.framing.frame_rig_views``). Any other mesh keeps the
+centred grid, and the job's meta says which framing it used.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from backend.fit.crop import reference_view_cameras
 from shared.conventions import GRID_AZ_DEG, GRID_EL_DEG, REFERENCE_RES, Camera, reference_grid
+from shared.framing import frame_rig_views
 from shared.jobs import RigState
 from shared.morphable import RigNotFound, load_default_rig
 
@@ -36,11 +36,5 @@ def framed(cameras: list[Camera], rig: RigState, vertices: np.ndarray) -> tuple[
     try:
         model = load_default_rig(rig.model)
     except (RigNotFound, ValueError):
-        return list(cameras), "centred"
-    landmarks = model.arrays.get("landmarks68")
-    if landmarks is None or len(vertices) != model.n_vertices:
-        return list(cameras), "centred"
-    lm3d = np.asarray(vertices, dtype=np.float64)[np.asarray(landmarks, dtype=np.int64)]  # [68, 3]
-    at_512 = [c if c.width == REFERENCE_RES else c.scaled(REFERENCE_RES) for c in cameras]  # the crop's geometry
-    views = reference_view_cameras(at_512, lm3d)
-    return [v if v.width == c.width else v.scaled(c.width, c.height) for v, c in zip(views, cameras)], "reference"
+        model = None
+    return frame_rig_views(cameras, model, vertices)
