@@ -150,7 +150,8 @@ def part_preview(check: Check, models: Path, mesh) -> tuple[object, float]:
     prior = runner.prior(config, check.device)
     image = next(a for a in result.artifacts if a.name == "image.png")
     print(f"preview: {check.preview_steps} steps {prior.resolution}px {prior.dtype} ({mesh[2]} mesh): "
-          f"cold {times[0]:.2f} s (prior load included), warm {times[1]:.2f} s, image.png {len(image.data)} bytes", flush=True)
+          f"cold {times[0]:.2f} s (prior load included), warm {times[1]:.2f} s, image.png {len(image.data)} bytes",
+          flush=True)
     return prior, times[1]
 
 
