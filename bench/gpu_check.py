@@ -7,7 +7,8 @@ Parts, one line of figures each:
   prior    the prior built at SD1.5 size with random weights (no download), written in the official checkpoint
            layout and loaded by the real loader; Stage-1 ms per view (encode, one CFG step, decode) cached and
            uncached at batch 8/16/32, one Stage-2 DDIM step per view, peak memory
-  preview  a 25-step 512² ``preview`` through ``PreviewRunner.run`` (the job code), cold then warm
+  preview  a 25-step 512² ``preview`` through ``PreviewRunner.run`` (the job code), cold then warm, with a real
+           portrait (scikit-image's astronaut) centre-framed (aligned framing needs mediapipe, too large to carry)
   turbo / fast / paper
            distillation with that prior for one target update and a few steps (counted by ``backend.costs``),
            extrapolated to a whole head: steps x s/step + every planned update's renders, one-step targets and
@@ -133,12 +134,12 @@ def part_preview(check: Check, models: Path, mesh) -> tuple[object, float]:
 
     runner = PreviewRunner(models_dir=models)
     config = PriorConfig(mode="joker", precision=check.precision)
-    # the stand-in portrait is noise (no face): centre-framed, so the part times the prior (bench/fit_bench.py
-    # times the fit)
+    # "centre": the aligned framing needs mediapipe's face mesh, a wheel too large to carry (and CPU work, not GPU)
     params = PreviewParams(prompt=PROMPT, steps=check.preview_steps, prior=config, seed=1,
                            reference_framing="centre")
-    portrait = (np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8)
-    inputs = {"vertices": mesh[0], "faces": mesh[1], "reference": Png(encode_png(portrait))}
+    from skimage.data import astronaut  # a real portrait shipped inside scikit-image
+
+    inputs = {"vertices": mesh[0], "faces": mesh[1], "reference": Png(encode_png(astronaut()))}
     times = []
     for i in range(2):
         ctx = JobContext(f"gpu-check-preview-{i}", check.out / f"preview{i}", device=check.device)
@@ -149,7 +150,8 @@ def part_preview(check: Check, models: Path, mesh) -> tuple[object, float]:
     prior = runner.prior(config, check.device)
     image = next(a for a in result.artifacts if a.name == "image.png")
     print(f"preview: {check.preview_steps} steps {prior.resolution}px {prior.dtype} ({mesh[2]} mesh): "
-          f"cold {times[0]:.2f} s (prior load included), warm {times[1]:.2f} s, image.png {len(image.data)} bytes", flush=True)
+          f"cold {times[0]:.2f} s (prior load included), warm {times[1]:.2f} s, image.png {len(image.data)} bytes",
+          flush=True)
     return prior, times[1]
 
 

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # Not in the GPU image: diffusers (the prior), importlib_metadata (diffusers' import), pyzmq (the protocol's tests).
-# transformers, huggingface_hub, safetensors, accelerate, Pillow, scipy, pytest(-timeout) are there already.
+# transformers, huggingface_hub, safetensors, accelerate, Pillow, scikit-image, pytest are there already. The
+# preview's reference is centre-framed there: aligned framing needs mediapipe (with OpenCV, far over 64 MiB).
 WHEELS=${GPU_WHEELS:-"diffusers==0.42.1 importlib_metadata==10.2.0 pyzmq==27.3.0"}
 mkdir -p .whl
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -16,7 +16,7 @@ from .shared.config.distill import estimate_source
 # name -> (label, description). Unknown names (a newer backend) still work.
 _KNOWN = {
     "draft": ("Draft", "few views and steps, a small texture: check pose and prompt"),
-    "turbo": ("Turbo", "minutes: 1/25 of the paper's prior passes at 256 px; less detail, fewer views"),
+    "turbo": ("Turbo", "minutes: 1/20 of the paper's prior passes, 256 px; less texture detail"),
     "fast": ("Fast", "a shorter schedule; most of the paper's quality"),
     "paper": ("Paper", "the reference schedule of the Joker paper"),
 }

@@ -8,7 +8,7 @@ The ``paper`` preset is the reference schedule (docs/REFERENCE.md §4): 400 view
 refreshed every 130 steps, Stage 1 (one-step x0) for the first 60 levels, one 40-step DDIM run (Stage 2) from the
 level reached, 20k steps, render resolution 64 -> 512 at steps 200/3000/4500/7000, L1 + LPIPS + 1e-6 sparsity.
 That is 60 x 400 + 40 x 400 = 40,000 prior evaluations (one view at one DDIM step, CFG batch 2) and 20,000 NeRF steps.
-``turbo`` asks for 1,600 (1/25) and 2,000 steps; docs/DISTILLATION.md says what it gives up.
+``turbo`` asks for 1,920 (1/20.8) and 6,000 steps; docs/DISTILLATION.md says what it gives up.
 """
 
 from __future__ import annotations
@@ -34,15 +34,17 @@ PRESETS: dict[str, dict[str, object]] = {
         grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
         lr_grid=1e-2, lr_mlp=1e-3, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
         targets="progressive", checkpoint_every=500),
-    # Minutes on one GPU: 40 views x 40 levels = 1,600 prior evaluations (1/25 of the paper's 40,000), 2,000 steps,
-    # 256 px at the end (what the prior still reads well, upsampled to 512 inside), the 60/40 stage split and Stage 2
-    # at 40% of the steps kept; MLP lr 1e-2 as in draft (1e-3 is too slow for a ~2k-step budget).
+    # Minutes on one GPU: fast's 120 views with 16 levels = 1,920 prior evaluations (1/20.8 of the paper's 40,000):
+    # 10 one-step levels, then a 6-step DDIM run from t = 375 at 40% of the steps; 256 px at the end (what the prior
+    # still reads, upsampled to 512 inside); 6,000 steps of 16 x 64^2 rays at 128 samples; hash-grid lr 3e-2 and MLP
+    # lr 1e-2 to converge in that budget. Chosen on the oracle benchmark at the CPU scale (docs/DISTILLATION.md):
+    # fewer views or steps fell 1.5-5 dB below fast there.
     "turbo": dict(
-        n_az=8, n_el=5, levels=40, stage1_fraction=0.6, update_every=33, steps=2_000, batch_views=12, patch=64,
+        n_az=12, n_el=10, levels=16, stage1_fraction=0.6, update_every=240, steps=6_000, batch_views=16, patch=64,
         resolutions=(64, 128, 256), milestones=(100, 600), samples_per_ray=128,
         grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
-        lr_grid=1e-2, lr_mlp=1e-2, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
-        targets="progressive", checkpoint_every=250),
+        lr_grid=3e-2, lr_mlp=1e-2, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
+        targets="progressive", checkpoint_every=500),
     # Small enough for a 2-core CPU demo in minutes: 40 views at 64 px, a small hash grid, L1 only, and MLP/background
     # learning rate 1e-2 (1e-3 converges too slowly for a ~1k-step budget).
     "draft": dict(
@@ -76,7 +78,7 @@ OCCUPIED = 0.35  # share of marched samples that survive empty-space skipping on
 @dataclass
 class DistillConfig:
     preset: str = spec("paper", choices=tuple(PRESETS), doc="paper: the reference schedule; fast: GPU, ~1/3 the "
-                       "time; turbo: GPU, minutes (1/25 of the paper's prior passes, 256 px); draft: a CPU demo in "
+                       "time; turbo: GPU, minutes (1/20 of the paper's prior passes, 256 px); draft: a CPU demo in "
                        "minutes. Fields left empty take the preset's value")
     n_az: Optional[int] = spec(None, lo=1, hi=64, doc="views: azimuths in [-view_az_deg, view_az_deg] (20 in the "
                                "reference)")
