@@ -13,7 +13,7 @@ BSTAMP  := $(BVENV)/.installed
 GLTFV   := build/node/node_modules/gltf-validator/package.json
 GLTFV_PKG ?= gltf-validator@2.0.0-dev.3.10
 
-.PHONY: test install demo bench addon clean
+.PHONY: test install demo bench addon clean lint gpu-wheels gpu-check-dry
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,14 @@ $(GLTFV):
 
 install: $(STAMP)
 
+# ruff (a small explicit rule set), mypy on shared/ and backend/, and the import contracts (no cycles; shared imports
+# neither torch nor bpy nor the backend; the add-on never imports the backend; ML packages never import the job
+# service). All configured in pyproject.toml; the tools come from the dev extra.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 test: $(STAMP) $(BSTAMP) $(GLTFV)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 	JOKER_BLENDER_PYTHON=$(BVENV)/bin/python $(VPY) -m pytest -q -m bpy $(PYTEST_ARGS)
@@ -50,6 +58,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(VPY) $$b --quick || exit 1; done
+
+# The one-shot GPU check (docs/DISTILLATION.md, "GPU check"): the wheelhouse it carries, and its CPU dry run.
+gpu-wheels:
+	PYTHON=$(VPY) bench/gpu_wheels.sh
+
+gpu-check-dry: $(STAMP)
+	PYTHON=$(VPY) bench/gpu_check.sh --cpu-dry-run
 
 addon: $(STAMP)
 	$(VPY) build_addon.py --output dist/joker_head.zip

@@ -105,11 +105,12 @@ def download_wheels(cache: Path = CACHE_WHEELS) -> dict[str, Path]:
 
 # --- rig data -----------------------------------------------------------------------------------------------------
 def find_rig_source() -> Optional[Path]:
-    """The team's ICT-FaceKit archive or a converted rig: $JOKER_HEAD_RIG, then ../shared beside the checkout."""
-    candidates = [os.environ.get("JOKER_HEAD_RIG"),
-                  Path(os.environ.get("JOKER_SHARED_DATA", REPO.parent / "shared")) / "models" / "ict-facekit" /
-                  "ict_facekit_f16.npz"]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    """The rig to bundle: the first that exists of the places the add-on and backend search too
+    (``shared.morphable.default_rig_candidates``: $JOKER_HEAD_RIG, the user data dir, ../shared beside the checkout)."""
+    sys.path.insert(0, str(REPO))
+    from shared.morphable import default_rig_candidates
+
+    return next((p for p in default_rig_candidates("ict") if p.is_file()), None)
 
 
 def stage_rig(source: Path, data_dir: Path) -> list[Path]:

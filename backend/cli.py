@@ -7,9 +7,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from backend.commands import demo_cmd, model_cmds, rig_cmds, server_cmds
+from backend.commands import demo_cmd, model_cmds, portrait_cmds, rig_cmds, server_cmds
 
-COMMAND_MODULES = [server_cmds, rig_cmds, model_cmds, demo_cmd]
+COMMAND_MODULES = [server_cmds, portrait_cmds, rig_cmds, model_cmds, demo_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,16 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
+from shared.errors import JokerError
+
 CHUNK = 1 << 20
 Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total or None)
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(JokerError, RuntimeError):
+    """A failed or corrupt download; the message says what was kept and how to resume."""
+
+    default_code = "download_failed"
 
 
 def sha256_file(path: Path) -> str:

@@ -30,14 +30,18 @@ from typing import Any, Optional
 import numpy as np
 
 from backend.runner import Artifact
+from shared.errors import JokerError
 from shared.protocol import JOB_ID, NAME, Blob, Payload, Png
 
 
 log = logging.getLogger("joker_head.jobstore")
 
 
-class StoreError(RuntimeError):
+class StoreError(JokerError, RuntimeError):
     """Storage failed (disk full, permissions): the message says what to do."""
+
+    default_code = "storage"
+    default_hint = "fix the server's storage (see the message), then resubmit"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 import numpy as np
 
+from shared.errors import JokerError
 from shared.jobs import JobKind
 
 Input = Union[np.ndarray, bytes]  # arrays for "array" frames, encoded bytes for "png" and "bytes" frames
@@ -25,12 +26,11 @@ class JobCancelled(Exception):
     """Raised inside a runner when the job was cancelled; the server records the job as cancelled."""
 
 
-class JobFailed(Exception):
-    """A runner's way to fail with a message and a hint for the user (e.g. missing weights, out of memory)."""
+class JobFailed(JokerError):
+    """A runner's way to fail with a message and a hint for the user (e.g. bad inputs). ML packages raise their own
+    family errors instead (``PriorError``, ``ExportError``); the server records any of them the same way."""
 
-    def __init__(self, message: str, hint: str = "", code: str = "job_failed"):
-        super().__init__(message)
-        self.hint, self.code = hint, code
+    default_code = "job_failed"
 
 
 @dataclass

@@ -11,10 +11,9 @@ restarts) is re-subscribed by its ``fetch``. Progress and results are persisted 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import logging
-import re
+import math
 import threading
 import time
 import traceback
@@ -22,19 +21,28 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 import zmq
 
 from backend.jobstore import JobRecord, JobStore, StoreError, request_digest
 from backend.queue import FairQueue
+from backend.ratelimit import (PEER_BURST_MSGS, PEER_BYTES_PER_S, PEER_MSGS_PER_S, Budget, PeerLimiter,
+                              Refusal)
 from backend.runner import JobCancelled, JobContext, JobFailed, ProgressEvent, Runner
 from shared import protocol as P
+from shared.endpoints import is_loopback
+from shared.errors import JokerError
 from shared.jobs import validate_inputs
 from shared.png import encode_png
 from shared.spec import SpecError, from_dict
 
 log = logging.getLogger("joker_head.server")
+# libzmq allocates each incoming message in its I/O thread; once freed, glibc keeps those pages in that thread's arena
+# rather than giving them back. After a flood of large messages (tens of MiB through the decoder), the serve thread
+# hands them back: when the flood is over, or every TRIM_EVERY_S while it lasts.
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+TRIM_EVERY_S = 5.0
+RCVHWM = 100  # messages waiting per peer; a client with more in flight waits (TCP back-pressure), nothing is lost
 EVENTS_ENDPOINT = "inproc://joker-head-events-{}"
 INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this job ran",
                "hint": "resubmit it with the same job id to run it again"}
@@ -54,24 +62,16 @@ class ServerConfig:
     max_queued: int = 1000  # queued + running jobs of all clients (without keys a client can mint new ids)
     result_cache_bytes: int = 256 * 1024 * 1024  # repeated fetches of a result share one copy in memory
     name: str = "joker-head"
+    # What one peer (CURVE key, else routing id) may cost per second; over it: `rate_limited` errors. 0 = no limit.
+    peer_msgs_per_s: float = PEER_MSGS_PER_S
+    peer_burst_msgs: int = PEER_BURST_MSGS  # messages a quiet peer may send at once
+    peer_bytes_per_s: float = PEER_BYTES_PER_S
+    peer_burst_bytes: int = 0  # 0: one largest request (max_request + a header), so any valid upload fits
+    max_tracked_peers: int = 10_000  # peers with a budget in memory; the least recent is forgotten first
 
 
 class ConfigError(ValueError):
     pass
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints bound to a loopback address only."""
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: reachable from outside
 
 
 @dataclass
@@ -97,9 +97,12 @@ class Server:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._events_endpoint = EVENTS_ENDPOINT.format(id(self))
-        self._auth = None
+        self._auth: Optional[Any] = None  # a zmq ThreadAuthenticator once CURVE is on
         self._results: "OrderedDict[str, tuple[Any, dict, int]]" = OrderedDict()  # meta, payloads, bytes
-        self.stats: Counter = Counter()  # requests, errors, internal_errors (bugs), worker_errors
+        self.stats: Counter = Counter()  # requests, errors, rate_limited, internal_errors (bugs), worker_errors
+        self.limiter = PeerLimiter(Budget(
+            config.peer_msgs_per_s, max(1, config.peer_burst_msgs), config.peer_bytes_per_s,
+            max(config.peer_burst_bytes, config.max_request + P.MAX_HEADER), max(1, config.max_tracked_peers)))
         self.endpoint: Optional[str] = None
         self._router = self._bind_router()
         self._events = self.ctx.socket(zmq.PULL)
@@ -111,7 +114,7 @@ class Server:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame + P.MAX_HEADER)  # per frame: oversize = disconnect
-        sock.setsockopt(zmq.RCVHWM, 1000)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)  # per peer: with new peers every second, what waits is peers x this
         sock.setsockopt(zmq.SNDHWM, 10000)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client with the same id takes over its route
         if self.config.curve_keys is not None:
@@ -197,15 +200,23 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
+        received, trimmed_at = 0, time.monotonic()  # bytes received since the heap was last trimmed
         try:
             while not self._stop.is_set():
-                poller.poll(100)
+                idle = not poller.poll(100)
                 for _ in range(256):  # drain, but keep serving both sockets
                     if not self._router.poll(0):
                         break
-                    self._guarded(self._handle_frames, self._router.recv_multipart(copy=False))
+                    frames = self._router.recv_multipart(copy=False)
+                    received += sum(len(f) for f in frames)
+                    self._guarded(self._handle_frames, frames)
+                    del frames  # the message buffers go back to libzmq now, not at the next message
                 while self._events.poll(0):
                     self._guarded(self._handle_event, self._events.recv_multipart())
+                now = time.monotonic()
+                if received >= TRIM_AFTER_BYTES and (idle or now - trimmed_at > TRIM_EVERY_S):
+                    received, trimmed_at = 0, now
+                    trim_heap()
         finally:
             self._router.close(0)
             self._events.close(0)
@@ -220,22 +231,35 @@ class Server:
 
     # --- requests -------------------------------------------------------------------------------------------------
     def _handle_frames(self, frames: list) -> None:
+        """One request: charge its peer, decode it (cheap checks first), run its handler, answer it."""
         identity, frames = frames[0].bytes, frames[1:]
         client = self._client_key(identity, frames)
-        req, job = _peek(frames)
         self.stats["requests"] += 1
+        refusal = self.limiter.charge(client, sum(len(f) for f in frames), time.monotonic())
+        if refusal is not None:
+            self.stats["rate_limited"] += 1
+            return self._send(identity, self._rate_limited(refusal), req=P.peek_req(frames[0]) if frames else None)
+        req = job = None
         try:
             msg = P.decode(frames, self.config.max_frame, allowed=P.REQUESTS, max_total=self.config.max_request)
             req, job = msg.req, getattr(msg.body, "job", None)
             getattr(self, "_on_" + msg.type)(identity, client, msg)
-        except SpecError as e:
+        except SpecError as e:  # req and job are known when the header could be read (P.decode attaches them)
             self.stats["errors"] += 1
-            self._send(identity, P.Error.from_exception(e, getattr(e, "job", job)), req=req)
+            self._send(identity, P.Error.from_exception(e, e.job or job), req=req if req is not None else e.req)
         except Exception as e:  # never let one request kill the server
             self.stats["internal_errors"] += 1
             log.exception("internal error handling a request")
             self._send(identity, P.Error("internal", P.clip(f"internal server error: {type(e).__name__}: {e}", 4000),
                                          hint="the server logged the details; please report it"), req=req)
+
+    def _rate_limited(self, refusal: Refusal) -> P.Error:
+        c = self.config
+        retry = min(3600.0, max(1, math.ceil(refusal.retry_after_s * 1000)) / 1000)  # whole ms, never 0
+        return P.Error("rate_limited", f"this client sent more {refusal.what} per second than the server allows",
+                       field="rate", expected=f"at most {c.peer_msgs_per_s:g} messages and "
+                       f"{c.peer_bytes_per_s / 2**20:g} MiB per second per client", received=f"more {refusal.what}",
+                       hint=f"retry after {retry} s (the request was not processed)", retry_after_s=retry)
 
     def _client_key(self, identity: bytes, frames: list) -> str:
         """The authenticated CURVE public key when keys are configured, else the connection's routing id."""
@@ -438,11 +462,8 @@ class Server:
                 record.state, record.error = "cancelled", {"code": "cancelled", "message": "the job was cancelled"}
             else:  # the server is shutting down: the next start resumes or reports it
                 record.state, record.error = "interrupted", dict(INTERRUPTED)
-        except JobFailed as e:
-            record.state, record.error = "failed", {"code": e.code, "message": str(e), "hint": e.hint}
-        except StoreError as e:
-            record.state, record.error = "failed", {"code": "storage", "message": P.clip(str(e), 2000),
-                                                    "hint": "fix the server's storage (see the message), then resubmit"}
+        except JokerError as e:  # a runner's, the prior's, the export's or the store's: recorded as it is
+            record.state, record.error = "failed", _failure(e)
         except Exception as e:  # noqa: BLE001 — a runner bug fails its job, never the server
             record.state, record.error = "failed", _describe_exception(e)
             log.error("job %s failed:\n%s", record.job, traceback.format_exc())
@@ -469,6 +490,25 @@ class Server:
         if e.preview is not None:
             frames.append(encode_png(e.preview, level=1))
         _notify(push, frames)
+
+
+_LIBC: Any = None
+
+
+def trim_heap() -> None:
+    """Return the allocator's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere). Costs ~1 ms."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim this way
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 def _notify(push: zmq.Socket, frames: list) -> None:
@@ -503,22 +543,18 @@ def _describe_exception(e: Exception) -> dict:
     return {"code": "job_error", "message": P.clip(f"{name}: {e}", 2000), "hint": "the server logged the traceback"}
 
 
-def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> SpecError:
-    err = SpecError(field_name, expected, received, hint, code=code)
-    err.job = job
-    return err
+def _failure(e: JokerError) -> dict:
+    """A family error as a job's failure record: its wire form, the message clipped to what the record keeps."""
+    return {**e.to_dict(), "message": P.clip(str(e), 2000)}
 
 
-def _peek(frames: list) -> tuple[Optional[str], Optional[str]]:
-    """The request id and job id of a message that may fail validation, so even the error reply can be matched
-    (a refused submission then fails its own job in the client instead of staying unacknowledged)."""
-    try:
-        buf = P._buffer(frames[0])
-        if len(buf) <= P.MAX_HEADER:
-            header = json.loads(bytes(buf))
-            req, job = header.get("req"), header.get("job")
-            return (req if isinstance(req, str) and len(req) <= 64 else None,
-                    job if isinstance(job, str) and re.fullmatch(P.JOB_ID, job) else None)
-    except Exception:  # noqa: BLE001 — best effort only
-        pass
-    return None, None
+class JobError(SpecError):
+    """A request refused for one job (unknown kind, too many jobs, id conflict): the error reply names that job."""
+
+    def __init__(self, job: str, field_name: str, expected: str, received: Any, hint: str, code: str):
+        super().__init__(field_name, expected, received, hint, code=code)
+        self.job = job
+
+
+def _job_error(job: str, field_name: str, expected: str, received: Any, hint: str, code: str) -> JobError:
+    return JobError(job, field_name, expected, received, hint, code)

@@ -14,9 +14,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from shared import protocol as P
@@ -249,21 +250,38 @@ def hostile_case(draw, job_ids=st.text("0123456789abcdef", min_size=32, max_size
     return Case(category, frames)
 
 
+def hypothesis_cases(n: int, seed_value: int) -> list[Case]:
+    """n cases of :func:`hostile_case`, reproducibly for a seed (~3 ms each: the fast streams mutate these)."""
+    cases: list[Case] = []
+
+    @seed(seed_value)
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(hostile_case())
+    def collect(case: Case) -> None:
+        cases.append(case)
+
+    collect()
+    return cases
+
+
 def with_req(case: Case, req: str) -> Optional[str]:
     """Give a case whose header is a JSON object a request id (unless it already has one); returns the req a
-    reply must carry, or None when the header is unreadable (then the reply carries none)."""
+    reply must carry: the header's own when the server's strict parser reads it, else what a plain search for
+    ``"req": "<plain id>"`` finds (None when the header is over the size limit) — see docs/PROTOCOL.md."""
     try:
         header = json.loads(case.frames[0])
     except (ValueError, RecursionError):
-        return None
-    if not isinstance(header, dict) or len(case.frames[0]) > P.MAX_HEADER:
-        return None
+        header = None
     text = case.frames[0]
-    if "req" not in header and text.startswith(b"{") and len(text) + 40 <= P.MAX_HEADER:
+    if isinstance(header, dict) and "req" not in header and text.startswith(b"{") and len(text) + 40 <= P.MAX_HEADER:
         rest = text[1:].lstrip()
         case.frames[0] = b'{"req": "' + req.encode() + (b'"' if rest.startswith(b"}") else b'", ') + rest
-        header = json.loads(case.frames[0])
-    value = header.get("req")
+    try:
+        parsed = P.parse_header(case.frames[0])
+    except SpecError as e:
+        return None if e.code == "header_too_large" else P.peek_req(case.frames[0])
+    value = parsed.get("req") if isinstance(parsed, dict) else None
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
@@ -355,3 +373,45 @@ def mutate(rng, case: Case, other: Case) -> Case:
         head = bytearray(other.frames[rng.randrange(len(other.frames))])
     frames[0] = bytes(head)
     return Case("mutant_" + case.category, frames)
+
+
+# --- big headers: 10-60 KiB, failing in every way a header can ----------------------------------------------------
+# Plain random generators (no hypothesis: the soak needs thousands a second). Each returns the header bytes of size
+# about ``n``; a req is embedded where the shape allows, so the reply can be matched.
+
+def _fill(unit: bytes, n: int) -> bytes:
+    return unit * max(1, n // len(unit))
+
+
+BIG_HEADERS: dict[str, Callable[[int], bytes]] = {
+    "deep_open": lambda n: _fill(b"[", n),  # the reported case: unparseable, unbounded nesting
+    "deep_closed": lambda n: _fill(b"[", n // 2) + _fill(b"]", n // 2),
+    "deep_objects": lambda n: _fill(b'{"a":', n),
+    "deep_in_field": lambda n: b'{"req":"deep","v":1,"type":"hello","client":' + _fill(b"[", n // 2) + _fill(b"]", n // 2) + b"}",
+    "just_too_deep": lambda n: b'{"req":"d33","v":1,"type":"hello","client":' + b"[" * 33 + b"]" * 33 + b'}' + b" " * n,
+    "many_numbers": lambda n: b'{"req":"nums","v":1,"type":"hello","x":[' + _fill(b"1,", n) + b"1]}",
+    "many_strings": lambda n: b'{"req":"strs","v":1,"type":"hello","x":[' + _fill(b'"a",', n) + b'"a"]}',
+    "many_keys": lambda n: b'{"req":"keys","v":1,"type":"hello",' + b",".join(b'"k%d":0' % i for i in range(n // 9)) + b"}",
+    "unterminated": lambda n: b'{"req":"unt","v":1,"type":"hello","client":"' + _fill(b"x", n),
+    "escapes": lambda n: b'{"req":"esc","v":1,"type":"hello","client":"' + _fill(b'\\"[', n) + b'"}',
+    "bad_escape": lambda n: b'{"req":"besc","v":1,"type":"hello","client":"' + _fill(b"x", n) + b'\\q"}',
+    "bad_utf8": lambda n: b'{"req":"utf","v":1,"type":"hello","client":"' + _fill(b"\xff\xfe", n) + b'"}',
+    "lone_surrogates": lambda n: b'{"req":"sur","v":1,"type":"hello","client":"' + _fill(b"\\ud800", n) + b'"}',
+    "brackets_in_text": lambda n: b'{"req":"txt","v":1,"type":"hello","client":"' + _fill(b"[{,:", n) + b'"}',
+    "long_string_field": lambda n: b'{"req":"long","v":1,"type":"hello","client":"' + _fill(b"x", n) + b'"}',
+    "huge_int": lambda n: b'{"req":"int","v":1,"type":"list","limit":' + _fill(b"9", n) + b"}",
+    "float_overflow": lambda n: b'{"req":"flt","v":1,"type":"list","limit":1e400,"pad":"' + _fill(b"x", n) + b'"}',
+    "nan_tokens": lambda n: b'{"req":"nan","v":1,"type":"hello","x":[' + _fill(b"NaN,", min(n, 8000)) + b"NaN]}",
+    "trailing_garbage": lambda n: b'{"req":"tail","v":1,"type":"heartbeat"}' + _fill(b"]", n),
+    "not_an_object": lambda n: b"[" + _fill(b'"x",', min(n, 8000)) + b'"x"]',
+    "wrong_version": lambda n: b'{"req":"ver","v":2,"type":"hello","client":"' + _fill(b"x", min(n, 60)) + b'","pad":"' + _fill(b"y", n) + b'"}',
+    "unknown_key": lambda n: b'{"req":"key","v":1,"type":"hello","' + _fill(b"k", n) + b'":1}',
+    "oversize": lambda n: _fill(b"[", P.MAX_HEADER + 1 + n),
+    "nul_bytes": lambda n: _fill(b"\x00", n),
+}
+
+
+def big_header(rng, kind: Optional[str] = None) -> Case:
+    """One header of 10-60 KiB of the given (or a random) class of :data:`BIG_HEADERS`."""
+    kind = kind or rng.choice(sorted(BIG_HEADERS))
+    return Case("big:" + kind, [BIG_HEADERS[kind](rng.randint(10 << 10, 60 << 10))])

@@ -8,8 +8,11 @@ Everything runs against the real server on loopback with the ``selftest`` job ki
     load      20 concurrent clients x 3 jobs (some reconnecting mid-run): exactly once, round-robin order, waits
     security  CURVE: unknown keys, plaintext, a wrong server key; public binds without keys; per-client limits;
               no unpickling or unchecked paths in the network-facing modules
+    soak      (bench/soak.py) 100,000 (full: 1,000,000) hostile messages from 4 processes with reconnect churn while
+              a real job runs: server RSS at start, peak and end; every well-formed request answered
 Last line:
     reliability: fuzz_cases=… crashes=… hangs=… lost_results=… dup_results=… unauth_accepted=… recover_s=…
+                 soak_messages=… rss_growth_mib=… rss_peak_mib=… unanswered=… job_ok=…
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import zmq  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from backend.jobs.selftest import SelftestRunner  # noqa: E402
 from backend.server import ConfigError, Server, ServerConfig  # noqa: E402
-from bench.hostile import (Case, documented_codes, followups, hostile_case, judge, judge_followup,  # noqa: E402
-                           mutate, with_req)
+from bench.hostile import (Case, documented_codes, followups, hypothesis_cases, judge,  # noqa: E402
+                           judge_followup, mutate, with_req)
+from bench.soak import soak  # noqa: E402
 from shared import protocol as P  # noqa: E402
 from shared.client import Client, ClientError, CurveKeys, Disconnected  # noqa: E402
 
@@ -89,20 +92,6 @@ def is_final(job: str) -> Callable[[P.Message], bool]:
 
 
 # === 1. hostile input ================================================================================================
-
-def hypothesis_cases(n: int, seed_value: int) -> list[Case]:
-    cases: list[Case] = []
-
-    @seed(seed_value)
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(hostile_case())
-    def collect(case: Case) -> None:
-        cases.append(case)
-
-    collect()
-    return cases
-
 
 class Fuzzer:
     """Sends cases on one DEALER in batches; replies come back in order, one per request."""
@@ -149,7 +138,7 @@ def fuzz(n_cases: int, seed_value: int, tmp: Path) -> dict:
     """Hostile messages against an in-process server without workers (jobs stay queued: every reply is direct)."""
     ctx = zmq.Context()
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*", jobs_dir=tmp / "fuzz-jobs", devices=(),
-                                 max_frame=4 << 20, max_request=8 << 20),
+                                 max_frame=4 << 20, max_request=8 << 20, peer_msgs_per_s=0),  # judged: every reply
                     {"selftest": SelftestRunner()}, context=ctx).start()
     fuzzer = Fuzzer(ctx, server.endpoint, documented_codes())
     t0 = time.perf_counter()
@@ -702,9 +691,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the short run (under a minute)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--soak", type=int, default=0, help="hostile messages in the soak (default 100,000 with "
+                        "--quick, else 1,000,000)")
     args = parser.parse_args()
     logging.getLogger("joker_head").setLevel(logging.CRITICAL)  # failing jobs are expected here; bugs are counted
     n_fuzz, cycles, attempts, flood = (10_000, 2, 5, 50) if args.quick else (50_000, 6, 20, 200)
+    n_soak = args.soak or (100_000 if args.quick else 1_000_000)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -718,6 +710,7 @@ def main() -> None:
         fj = failing_jobs(tmp)
         ld = load(tmp, 20, 3)
         sec = security(tmp, attempts)
+        sk = soak(tmp, n_soak, seed_value=args.seed)
     lost = k9["lost"] + cl["lost"] + kc["lost"] + ld["lost"] + cf["lost"]
     dup = k9["dup"] + ld["dup"] + cf["dup"]
     print(f"checks: fuzz wrong replies {fz['wrong']}, memory +{fz['rss_growth_mib']} MiB, flood +{fl['flood_rss_mib']} "
@@ -725,7 +718,9 @@ def main() -> None:
           f"fair {ld['fair']}; total {time.perf_counter() - t0:.0f} s")
     print(f"reliability: fuzz_cases={fz['cases'] + cf['cases']} crashes={fz['crashes'] + cf['crashes']} "
           f"hangs={fz['hangs']} lost_results={lost} "
-          f"dup_results={dup} unauth_accepted={sec['unauth_accepted']} recover_s={k9['recover_s']}")
+          f"dup_results={dup} unauth_accepted={sec['unauth_accepted']} recover_s={k9['recover_s']} "
+          f"soak_messages={sk['messages']} rss_growth_mib={sk['growth_mib']} rss_peak_mib={sk['peak_mib']} "
+          f"unanswered={sk['asked'] - sk['answered']} job_ok={sk['job_running'] and sk['ordered']}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from .shared.exif import orientation, upright
 from .shared.png import decode_png, encode_png
 from .shared.protocol import MAX_IMAGE_SIDE
 
 NORMAL_MAP_IMAGE = "Joker Normal Map"
 PREVIEW_IMAGE = "Joker Preview"
 PROGRESS_IMAGE = "Joker Progress"
+ALIGNED_IMAGE = "Joker Aligned Crop"  # the reference as the prior sees it, with the fitted landmarks
 
 
 def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
@@ -47,7 +49,9 @@ def read_image(image: bpy.types.Image) -> np.ndarray:
 
 
 def image_to_png(image: bpy.types.Image, max_side: int = 2048) -> bytes:
-    """An RGB PNG of the image, downscaled to at most ``max_side`` (and the protocol's limit) a side."""
+    """An RGB PNG of the image, downscaled to at most ``max_side`` (and the protocol's limit) a side, turned upright
+    by its file's EXIF orientation (Blender ignores the tag; the backend's decoder honours it, so a phone photo's
+    Preview and its Match Portrait see the same upright face)."""
     max_side = min(max_side, MAX_IMAGE_SIDE)
     w, h = image.size
     if max(w, h) > max_side:
@@ -60,4 +64,30 @@ def image_to_png(image: bpy.types.Image, max_side: int = 2048) -> bytes:
             bpy.data.images.remove(copy)
     else:
         px = read_image(image)
+    source = file_bytes(image)
+    if source is not None:
+        px = upright(px, orientation(source))
     return encode_png(np.ascontiguousarray(px[..., :3]))
+
+
+def file_bytes(image: bpy.types.Image) -> bytes | None:
+    """The image's file as stored (packed, else on disk) when its pixels are the file's; None for edited images
+    and missing files."""
+    if image.is_dirty:  # painted on in Blender: the pixels are newer than any file
+        return None
+    if image.packed_file is not None:
+        return bytes(image.packed_file.data)
+    if image.source == "FILE":
+        try:
+            with open(bpy.path.abspath(image.filepath), "rb") as f:
+                return f.read()
+        except OSError:
+            return None  # moved or unsaved: what Blender shows is all there is
+    return None
+
+
+def photo_bytes(image: bpy.types.Image) -> bytes:
+    """The photo file as stored (EXIF orientation and bit depth kept for the backend's decoder), else the pixels
+    as PNG (generated or edited images, or files past the protocol's side limit, downscaled)."""
+    data = file_bytes(image) if max(image.size) <= MAX_IMAGE_SIDE else None
+    return data if data is not None else image_to_png(image)

@@ -23,10 +23,9 @@ from bpy.app.handlers import persistent
 from . import images, prefs
 from .props import find_job
 from .shared import protocol as P
+from .shared.endpoints import is_loopback
 
 POLL_S = 0.1  # timer interval while jobs run
-FINAL = ("done", "failed", "cancelled", "interrupted")
-_LOOPBACK = re.compile(r"^tcp://(127(\.\d{1,3}){3}|localhost|\[::1\]|::1):\d+$")
 
 _session: Optional["Session"] = None
 
@@ -49,7 +48,8 @@ class Session:
 
 # --- policy -------------------------------------------------------------------------------------------------------
 def is_local(endpoint: str) -> bool:
-    return endpoint.startswith(("ipc://", "inproc://")) or bool(_LOOPBACK.match(endpoint))
+    """The backend is on this machine (the shared loopback check)."""
+    return is_loopback(endpoint)
 
 
 def blocked_reason(context: Optional[bpy.types.Context] = None) -> Optional[str]:
@@ -91,15 +91,19 @@ def close() -> None:
 
 
 # --- requests -----------------------------------------------------------------------------------------------------
-def submit(scene: bpy.types.Scene, kind: str, params: Any, inputs: dict, rig_name: str = "") -> str:
-    """Send a job; remember its id in the scene (saved with the .blend) and start pumping."""
+def submit(scene: bpy.types.Scene, kind: str, params: Any, inputs: dict, rig_name: str = "",
+           purpose: str = "") -> str:
+    """Send a job; remember its id in the scene (saved with the .blend) and start pumping. ``purpose`` says what a
+    fit job's result sets on the rig (portrait or expression)."""
     job_id = session().client.submit(kind, params, inputs)
     state = scene.joker_head
     job = state.jobs.add()
-    job.job_id, job.kind, job.state, job.rig_name = job_id, kind, "submitted", rig_name
+    job.job_id, job.kind, job.state, job.rig_name, job.purpose = job_id, kind, "submitted", rig_name, purpose
     job.message = "sent, waiting for the backend"
     if kind == "generate":
         state.generate_job = job_id
+    elif kind == "fit":
+        state.fit_job = job_id
     else:
         state.preview_job = job_id
     state.error = state.hint = ""
@@ -130,10 +134,10 @@ def reattach(scenes=None) -> int:
     count = 0
     for scene in scenes or bpy.data.scenes:
         for job in scene.joker_head.jobs:
-            if job.state not in FINAL or (job.state == "done" and not Path(job.result_path or "").is_file()):
+            if job.state not in P.FINAL_STATES or (job.state == "done" and not Path(job.result_path or "").is_file()):
                 if blocked_reason() is not None:
                     return count
-                session().client.attach(job.job_id, since=job.last_seq if job.state not in FINAL else 0)
+                session().client.attach(job.job_id, since=job.last_seq if job.state not in P.FINAL_STATES else 0)
                 count += 1
     if count:
         ensure_timer()
@@ -158,7 +162,7 @@ def pump(timeout_s: float = 0.0) -> Optional[float]:
 def _busy() -> bool:
     if _session is not None and _session.ping_sent is not None:
         return True
-    return any(job.state not in FINAL or (job.state == "done" and not job.result_path)
+    return any(job.state not in P.FINAL_STATES or (job.state == "done" and not job.result_path)
                for scene in bpy.data.scenes for job in scene.joker_head.jobs)
 
 
@@ -200,6 +204,10 @@ def _on_accepted(scene, job, msg) -> None:
 def _on_progress(scene, job, msg) -> None:
     b = msg.body
     job.state = "running"
+    if b.stage == "warning":  # kept apart: a later step must not wipe it from the panel
+        if b.message not in job.warnings.split("\n"):
+            job.warnings = "\n".join(filter(None, (job.warnings, b.message)))
+        return
     job.stage, job.step, job.total, job.message = b.stage, b.step, b.total, b.message
     job.last_seq = max(job.last_seq, b.seq)
     stage_fraction = b.step / b.total if b.total else 0.0
@@ -234,6 +242,9 @@ def _on_result(scene, job, msg) -> None:
     from .shared.client import save_result
 
     paths = save_result(msg, results_dir(job.job_id))
+    if job.kind == "fit":
+        _on_fit_result(scene, job, msg, paths)
+        return
     main = _main_artifact(paths)
     job.state, job.result_path, job.overall, job.eta_s = "done", str(main), 1.0, 0.0
     job.message = "done"
@@ -241,6 +252,30 @@ def _on_result(scene, job, msg) -> None:
         images.write_png(images.PREVIEW_IMAGE, main.read_bytes())
     elif job.kind == "generate" and main.suffix == ".glb" and prefs.get().auto_import:
         import_result(scene, job.job_id)
+
+
+def _on_fit_result(scene, job, msg, paths: list[Path]) -> None:
+    """A fit arrived: show the aligned crop with its landmarks, then set the rig (one undo step)."""
+    meta = msg.body.meta or {}
+    job.state, job.overall, job.eta_s = "done", 1.0, 0.0
+    job.result_path = str(next(p for p in paths if p.name == "meta.json"))
+    crop = next((p for p in paths if p.name == "landmarks.png"), None)
+    if crop is not None:
+        images.write_png(images.ALIGNED_IMAGE, crop.read_bytes())
+    summary = (f"fit {meta.get('verdict', '?')}: landmark error {meta.get('residual_mean_px', float('nan')):.1f} px"
+               f" at 512\u00b2")
+    job.message = scene.joker_head.fit_summary = summary
+    for warning in meta.get("warnings", []):
+        if warning not in job.warnings.split("\n"):
+            job.warnings = "\n".join(filter(None, (job.warnings, warning)))
+    if meta.get("verdict") != "failed":
+        apply_fit(scene, job.job_id)
+
+
+def apply_fit(scene: bpy.types.Scene, job_id: str) -> None:
+    """Set the fit on its rig from the pump as one undo step (see :func:`import_result`)."""
+    _undoable(scene, lambda: bpy.ops.joker_head.apply_fit(job_id=job_id), "Joker Head fit arrived",
+              "Match Portrait" if find_job(scene, job_id).purpose == "portrait" else "Match Expression")
 
 
 def _main_artifact(paths: list[Path]) -> Path:
@@ -251,12 +286,19 @@ def _main_artifact(paths: list[Path]) -> Path:
 
 
 def import_result(scene: bpy.types.Scene, job_id: str) -> None:
-    """Import from the pump as its own undo step. Operators called from Python push no undo step themselves, so
-    push one before (the scene as the result arrived) and one after; give a timer's context a window."""
+    """Import from the pump as its own undo step."""
+    _undoable(scene, lambda: bpy.ops.joker_head.import_result(job_id=job_id), "Joker Head result arrived",
+              "Import Joker Head")
+
+
+def _undoable(scene: bpy.types.Scene, op: Any, before: str, after: str) -> None:
+    """Run an operator from the pump as its own undo step. Operators called from Python push no undo step
+    themselves, so push one before (the scene as the result arrived) and one after; give a timer's context a
+    window."""
     def run() -> None:
-        bpy.ops.ed.undo_push(message="Joker Head result arrived")
-        bpy.ops.joker_head.import_result(job_id=job_id)
-        bpy.ops.ed.undo_push(message="Import Joker Head")
+        bpy.ops.ed.undo_push(message=before)
+        op()
+        bpy.ops.ed.undo_push(message=after)
 
     wm = bpy.context.window_manager
     if bpy.context.window is None and wm.windows:

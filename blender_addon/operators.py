@@ -10,8 +10,10 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import importer, net, prefs, rig
+from . import importer, live, net, prefs, request, rig
 from .props import find_job
+from .shared.presets import PRESETS, get_preset, preset_weights
+from .shared.spec import SpecError
 
 ACTIVE = ("submitted", "queued", "running")
 
@@ -29,10 +31,6 @@ def _running(context: bpy.types.Context, job_id: str):
 
 
 def _preset_items(self, context):
-    try:
-        from .shared.presets import PRESETS
-    except ImportError:
-        return [("neutral", "Neutral", "")]
     return [(p.name, p.name.replace("_", " ").title(), p.prompt_hint) for p in PRESETS.values()]
 
 
@@ -85,9 +83,6 @@ class JOKER_OT_apply_preset(_RigOperator):
     preset: EnumProperty(name="Preset", items=_preset_items)
 
     def execute(self, context):
-        from .shared.presets import get_preset, preset_weights
-        from .shared.spec import SpecError
-
         obj = _rig(context)
         try:
             weights = preset_weights(self.preset, rig.model_for(obj).expression_names,
@@ -150,8 +145,6 @@ class JOKER_OT_refresh_normal_map(_RigOperator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        from . import live
-
         if not live.start_render(context.scene):
             self.report({"INFO"}, "A normal-map render is already running")
         return {"FINISHED"}
@@ -177,9 +170,6 @@ class _BackendOperator(bpy.types.Operator):
         return True
 
     def submit(self, context) -> set:
-        from . import request
-        from .shared.spec import SpecError
-
         try:
             req = request.build(context.scene, self.kind, context.evaluated_depsgraph_get())
             job_id = net.submit(context.scene, req.kind, req.params, req.inputs, _rig(context).name)
@@ -213,6 +203,104 @@ class JOKER_OT_generate(_BackendOperator):
 
     def execute(self, context):
         return self.submit(context)
+
+
+class _MatchOperator(bpy.types.Operator):
+    """Send a fit job for a photo; its result sets the rig in one undo step when it arrives (net.apply_fit)."""
+
+    purpose = ""
+    image_attr = ""
+
+    @classmethod
+    def poll(cls, context):
+        reason = net.blocked_reason(context)
+        state = context.scene.joker_head
+        if reason is None and _rig(context) is None:
+            reason = "Add a head rig first (Add Head Rig)"
+        if reason is None and getattr(state, cls.image_attr) is None:
+            reason = f"Pick a {cls.image_attr} photo first"
+        if reason is None and _running(context, state.fit_job):
+            reason = "A fit is running: wait for it"
+        if reason:
+            cls.poll_message_set(reason)
+            return False
+        return True
+
+    def execute(self, context):
+        from . import request
+        from .shared.spec import SpecError
+
+        try:
+            req = request.fit_request(context.scene, self.purpose)
+            job_id = net.submit(context.scene, req.kind, req.params, req.inputs, _rig(context).name, self.purpose)
+        except SpecError as e:
+            self.report({"ERROR"}, f"{e.field}: expected {e.expected}, got {e.received}. {e.hint}")
+            return {"CANCELLED"}
+        except (RuntimeError, ValueError, OSError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Fitting the {self.image_attr} photo (job {job_id[:8]})")
+        return {"FINISHED"}
+
+
+class JOKER_OT_match_portrait(_MatchOperator):
+    """Fit the rig to the face in the reference photo: sets its identity (and, by the toggles, expression and head
+    pose) in one undo step; the panel shows the aligned crop the prior will see"""
+
+    bl_idname = "joker_head.match_portrait"
+    bl_label = "Match Portrait"
+    purpose, image_attr = "portrait", "reference"
+
+
+class JOKER_OT_match_expression(_MatchOperator):
+    """Take the expression and head pose of the face in the driving photo (identity stays): cross-reenactment"""
+
+    bl_idname = "joker_head.match_expression"
+    bl_label = "Match Expression"
+    purpose, image_attr = "expression", "driving"
+
+
+class JOKER_OT_apply_fit(bpy.types.Operator):
+    """Set a finished fit on its rig again (Match Portrait: identity, plus expression and pose by the toggles;
+    Match Expression: expression and pose)"""
+
+    bl_idname = "joker_head.apply_fit"
+    bl_label = "Apply Fit"
+    bl_options = {"REGISTER", "UNDO"}
+    job_id: StringProperty(options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        job = find_job(context.scene, context.scene.joker_head.fit_job)
+        if job is None or job.state != "done":
+            cls.poll_message_set("No finished fit yet: press Match Portrait")
+            return False
+        return True
+
+    def execute(self, context):
+        import json
+
+        from .shared.jobs import RigState
+        from .shared.spec import SpecError, from_dict
+
+        state = context.scene.joker_head
+        job = find_job(context.scene, self.job_id or state.fit_job)
+        rig_obj = bpy.data.objects.get(job.rig_name) if job is not None else None
+        if rig_obj is None or not rig_obj.joker_rig.is_rig:
+            self.report({"ERROR"}, "The fitted rig is gone: pick a rig and press Match Portrait again")
+            return {"CANCELLED"}
+        try:
+            meta = json.loads(Path(job.result_path).read_text())["meta"]
+            fitted = from_dict(RigState, meta["rig"])
+        except (OSError, KeyError, ValueError, SpecError) as e:
+            self.report({"ERROR"}, f"The fit's result is unreadable ({e}): press Match Portrait again")
+            return {"CANCELLED"}
+        portrait = job.purpose == "portrait"
+        rig.apply_state(rig_obj, fitted, identity=portrait, expression=not portrait or state.match_expression,
+                        pose=not portrait or state.match_pose)
+        self.report({"INFO"}, f"{'Matched portrait' if portrait else 'Matched expression'} on {rig_obj.name}: "
+                              f"{job.message}")
+        return {"FINISHED"}
 
 
 class JOKER_OT_cancel(bpy.types.Operator):
@@ -301,7 +389,8 @@ class JOKER_OT_import_result(bpy.types.Operator):
 
 CLASSES = (JOKER_OT_add_rig, JOKER_OT_apply_preset, JOKER_OT_reset_expression, JOKER_OT_random_identity,
            JOKER_OT_reset_identity, JOKER_OT_refresh_normal_map, JOKER_OT_preview, JOKER_OT_generate,
-           JOKER_OT_cancel, JOKER_OT_test_connection, JOKER_OT_import_result)
+           JOKER_OT_cancel, JOKER_OT_test_connection, JOKER_OT_import_result, JOKER_OT_match_portrait,
+           JOKER_OT_match_expression, JOKER_OT_apply_fit)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

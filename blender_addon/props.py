@@ -63,12 +63,26 @@ class JokerJob(bpy.types.PropertyGroup):
     result_path: StringProperty(subtype="FILE_PATH")
     imported: BoolProperty(default=False)
     rig_name: StringProperty(description="the rig the job was made from (the result lands on it)")
+    purpose: StringProperty(description="fit jobs: portrait (Match Portrait) or expression (Match Expression)")
+    warnings: StringProperty(description="warnings the backend reported, one per line")
 
 
 class JokerState(bpy.types.PropertyGroup):
     rig: PointerProperty(type=bpy.types.Object, name="Rig", poll=_is_rig, description="the head rig to generate from")
     reference: PointerProperty(type=bpy.types.Image, name="Reference",
                                description="portrait of the identity (optional); sent as a PNG")
+    reference_framing: EnumProperty(name="Framing", default="aligned", items=[
+        ("aligned", "Aligned on the face", "the backend frames the reference on its 5 facial landmarks, exactly as "
+                                           "the prior was trained"),
+        ("centre", "Centre crop", "the centre square of the image, for references without a detectable face")])
+    driving: PointerProperty(type=bpy.types.Image, name="Driving",
+                             description="a second photo: Match Expression takes its expression and head pose")
+    match_expression: BoolProperty(name="Expression", default=False,
+                                   description="Match Portrait also sets the expression from the reference")
+    match_pose: BoolProperty(name="Pose", default=False,
+                             description="Match Portrait also sets the head rotation from the reference")
+    fit_job: StringProperty(description="id of the latest fit job (Match Portrait / Match Expression)")
+    fit_summary: StringProperty(description="the latest fit's verdict and landmark error")
     prompt: StringProperty(name="Prompt", default="", maxlen=1000,
                            description="what the rig cannot show: emotion, tongue, hair, skin, ...")
     negative_prompt: StringProperty(name="Negative", default="", maxlen=1000,

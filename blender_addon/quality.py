@@ -2,7 +2,8 @@
 
 The preset names are ``shared.config.DistillConfig.preset``'s choices (owned by distillation), and the estimates come
 from ``DistillConfig.estimated_seconds`` — one model of the cost for the menu, the panel and the backend alike — for
-one data-centre GPU and the Joker prior, and say so. The backend reports the real ETA while a job runs.
+one data-centre GPU and the Joker prior, and say so. Until bench/gpu_check.sh has measured the per-unit costs on a GPU
+they are calculated, and the text says "calculated". The backend reports the real ETA while a job runs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 
 from .shared.config import DistillConfig
+from .shared.config.distill import estimate_source
 
 # name -> (label, description). Unknown names (a newer backend) still work.
 _KNOWN = {
     "draft": ("Draft", "few views and steps, a small texture: check pose and prompt"),
+    "turbo": ("Turbo", "minutes: 1/25 of the paper's prior passes at 256 px; less detail, fewer views"),
     "fast": ("Fast", "a shorter schedule; most of the paper's quality"),
     "paper": ("Paper", "the reference schedule of the Joker paper"),
 }
@@ -36,7 +39,8 @@ def enum_items() -> list[tuple[str, str, str]]:
 
 
 def estimate(name: str, max_steps: int = 0) -> str:
-    """"about N min" for a preset (optionally capped at ``max_steps``) on one GPU."""
+    """"about N min" for a preset (optionally capped at ``max_steps``) on one GPU, with ", calculated" while the
+    per-unit costs behind it are not yet measured on a GPU."""
     try:
         cfg = DistillConfig(preset=name)
         if 0 < max_steps < cfg.resolved().steps:
@@ -44,7 +48,8 @@ def estimate(name: str, max_steps: int = 0) -> str:
         seconds = cfg.estimated_seconds("cuda")
     except (KeyError, ValueError):
         return "unknown"
-    return f"about {max(1, round(seconds / 60))} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
+    text = f"about {max(1, round(seconds / 60))} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
+    return text + (", calculated" if estimate_source("cuda") == "calculated" else "")
 
 
 def default_preset() -> str:

@@ -3,6 +3,7 @@
     vertices   float32 [V, 3]  the evaluated rig, rotated by its world rotation, head frame, metres
     faces      int32 [F, 3]    the model's normal-map region (what the prior's ControlNet sees)
     reference  PNG             the portrait, when one is picked
+A fit job (Match Portrait / Match Expression) sends one photo file as stored (``images.photo_bytes``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import numpy as np
 from . import images, rig
 from .shared import protocol as P
 from .shared.config import DistillConfig, ExportConfig, PriorConfig
-from .shared.jobs import GenerateParams, PreviewParams
+from .shared.jobs import FitParams, GenerateParams, PreviewParams
 from .shared.spec import check
 
 
 @dataclass
 class Request:
-    kind: str  # "preview" or "generate"
-    params: Any  # PreviewParams | GenerateParams
+    kind: str  # "preview", "generate" or "fit"
+    params: Any  # PreviewParams | GenerateParams | FitParams
     inputs: dict[str, P.Payload]
 
 
@@ -50,7 +51,8 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
     obj = state.rig
     if obj is None:
         raise ValueError("no head rig: add one with Add Head Rig")
-    text = dict(prompt=state.prompt, negative_prompt=state.negative_prompt, seed=state.seed)
+    text = dict(prompt=state.prompt, negative_prompt=state.negative_prompt, seed=state.seed,
+                reference_framing=state.reference_framing)
     own_model = state.base_model.strip() if state.prior_mode == "free" else ""
     prior = PriorConfig(mode=state.prior_mode, **({"base_model": own_model} if own_model else {}))
     depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
@@ -66,3 +68,20 @@ def build(scene: bpy.types.Scene, kind: str, depsgraph: bpy.types.Depsgraph | No
     else:
         raise ValueError(f"kind: expected preview or generate, received {kind!r}")
     return Request(kind, check(params), inputs_for(state, obj, depsgraph))
+
+
+def fit_request(scene: bpy.types.Scene, purpose: str) -> Request:
+    """The fit job of Match Portrait (``purpose`` "portrait": the reference, everything fitted) or Match Expression
+    ("expression": the driving photo, expression and pose fitted on the rig's own identity) for the scene rig's
+    model; raises ValueError naming what is missing."""
+    state = scene.joker_head
+    if state.rig is None:
+        raise ValueError("no head rig: add one with Add Head Rig")
+    image = state.reference if purpose == "portrait" else state.driving
+    if image is None:
+        which = "Reference" if purpose == "portrait" else "Driving"
+        raise ValueError(f"no {which.lower()} photo: pick one in the {which} field")
+    params = FitParams(rig=state.rig.joker_rig.model)
+    if purpose == "expression":  # the driving face's expression and pose, fitted on the artist's identity
+        params = FitParams(rig=params.rig, fit_identity=False, init=rig.rig_state(state.rig))
+    return Request("fit", check(params), {"photo": P.Blob(images.photo_bytes(image), "application/octet-stream")})

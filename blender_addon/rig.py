@@ -19,14 +19,13 @@ from typing import Optional
 import bpy
 import numpy as np
 
-from .shared.conventions import blender_to_head, head_to_blender
+from .shared.conventions import (BLENDER_TO_HEAD, HEAD_TO_BLENDER, blender_to_head, euler_to_matrix,
+                                  head_to_blender)
 from .shared.jobs import RigState
 from .shared.morphable import MorphableModel, find_default_rig
 
 NEUTRAL_KEY = "Neutral"
 BUNDLED_RIG = Path(__file__).resolve().parent / "data" / "ict.npz"
-# head_to_blender as a matrix acting on column vectors: (x, y, z) -> (x, -z, y); a proper rotation.
-M_HEAD_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 _models: dict[tuple[str, float], MorphableModel] = {}
 
@@ -189,8 +188,8 @@ def world_rotation(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgrap
 
 
 def head_pose(obj: bpy.types.Object, depsgraph: Optional[bpy.types.Depsgraph] = None) -> tuple[float, float, float]:
-    """The rig's head pose (pitch, yaw, roll) in the head frame: R_head = Mᵀ R_blender M."""
-    R_head = M_HEAD_TO_BLENDER.T @ world_rotation(obj, depsgraph) @ M_HEAD_TO_BLENDER
+    """The rig's head pose (pitch, yaw, roll) in the head frame: R_head = M⁻¹ R_blender M, M = head -> Blender."""
+    R_head = BLENDER_TO_HEAD[:3, :3] @ world_rotation(obj, depsgraph) @ HEAD_TO_BLENDER[:3, :3]
     return pose_from_rotation(R_head)
 
 
@@ -235,3 +234,37 @@ def random_identity(obj: bpy.types.Object, seed: int, scale: float = 1.0, modes:
     obj.joker_rig.identity.foreach_set("value", alpha)
     update_basis(obj)
 
+
+
+def set_head_pose(obj: bpy.types.Object, pose: tuple[float, float, float]) -> None:
+    """Rotate the rig so that :func:`head_pose` reads ``pose`` (pitch, yaw, roll radians, head frame):
+    R_blender = M R_head Mᵀ, written into the object's own rotation in its rotation mode (a parent's rotation is
+    taken out)."""
+    from mathutils import Matrix
+
+    R = Matrix((HEAD_TO_BLENDER[:3, :3] @ euler_to_matrix(*pose) @ BLENDER_TO_HEAD[:3, :3]).tolist())
+    if obj.parent is not None:  # world = parent @ parent_inverse @ local
+        R = (obj.parent.matrix_world @ obj.matrix_parent_inverse).to_3x3().normalized().inverted() @ R
+    if obj.rotation_mode == "QUATERNION":
+        obj.rotation_quaternion = R.to_quaternion()
+    elif obj.rotation_mode == "AXIS_ANGLE":
+        axis, angle = R.to_quaternion().to_axis_angle()
+        obj.rotation_axis_angle = (angle, *axis)
+    else:
+        obj.rotation_euler = R.to_euler(obj.rotation_mode)
+
+
+def apply_state(obj: bpy.types.Object, state: RigState, identity: bool, expression: bool, pose: bool) -> None:
+    """Set the chosen parts of a fitted ``RigState`` on the rig: identity weights (the rest 0), expression weights
+    (the rest 0), head rotation. Gaze and the object's location and scale are left as they are."""
+    if identity:
+        alpha = np.zeros(len(obj.joker_rig.identity), dtype=np.float32)
+        n = min(len(alpha), len(state.identity))
+        alpha[:n] = np.asarray(state.identity[:n], dtype=np.float32)
+        obj.joker_rig.identity.foreach_set("value", alpha)
+        update_basis(obj)
+    if expression:
+        names = set(model_for(obj).expression_names)
+        set_expressions(obj, {k: v for k, v in state.expressions.items() if k in names})
+    if pose:
+        set_head_pose(obj, tuple(state.pose))

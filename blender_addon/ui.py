@@ -94,6 +94,34 @@ class JOKER_PT_rig(_Panel, bpy.types.Panel):
             col.prop(item, "value", text=f"Mode {i + 1}", slider=True)
 
 
+class JOKER_PT_portrait(_Panel, bpy.types.Panel):
+    bl_label = "Portrait (fit the rig to a photo)"
+    bl_parent_id = "JOKER_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.joker_head.rig is not None
+
+    def draw(self, context):
+        layout, state = self.layout, context.scene.joker_head
+        layout.template_ID(state, "reference", open="image.open")
+        row = layout.row(align=True)
+        row.scale_y = 1.3
+        row.operator("joker_head.match_portrait", icon="USER")
+        row.prop(state, "match_expression", toggle=True)
+        row.prop(state, "match_pose", toggle=True)
+        layout.template_ID(state, "driving", open="image.open")
+        layout.operator("joker_head.match_expression", icon="SHAPEKEY_DATA")
+        job = find_job(context.scene, state.fit_job)
+        JOKER_PT_generate.draw_job(layout, job, "Fit")
+        if state.fit_summary:
+            row = layout.row()
+            row.label(text=state.fit_summary, icon="CHECKMARK")
+            row.operator("joker_head.apply_fit", text="", icon="FILE_REFRESH")
+        layout.label(text="What the prior sees (aligned crop, landmarks):")
+        _image_preview(layout, images.ALIGNED_IMAGE)
+
+
 class JOKER_PT_normal_map(_Panel, bpy.types.Panel):
     bl_label = "Normal Map (what the prior sees)"
     bl_parent_id = "JOKER_PT_main"
@@ -125,6 +153,7 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
         if state.reference is not None:
             state.reference.preview_ensure()
             layout.template_icon(icon_value=state.reference.preview.icon_id, scale=6.0)
+        layout.prop(state, "reference_framing")
         layout.prop(state, "prompt")
         layout.prop(state, "negative_prompt")
         row = layout.row(align=True)
@@ -167,6 +196,8 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
             box.progress(factor=job.overall, type="BAR", text=f"overall {100 * job.overall:.0f} %  {_eta(job.eta_s)}")
             if job.message:
                 box.label(text=job.message)
+        for line in job.warnings.split("\n") if job.warnings else ():  # e.g. several faces in the reference
+            box.label(text=line, icon="ERROR")
         if job.error:
             box.alert = True
             box.label(text=job.error, icon="ERROR")
@@ -178,7 +209,7 @@ class JOKER_PT_generate(_Panel, bpy.types.Panel):
             row.operator("joker_head.import_result", text="Import Again" if job.imported else "Import")
 
 
-CLASSES = (JOKER_PT_main, JOKER_PT_rig, JOKER_PT_normal_map, JOKER_PT_generate)
+CLASSES = (JOKER_PT_main, JOKER_PT_rig, JOKER_PT_portrait, JOKER_PT_normal_map, JOKER_PT_generate)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -75,6 +75,7 @@ class _Track:
     state: str = "queued"
     finished: bool = False  # result or final error delivered to the caller
     submit: Optional[list] = None  # encoded submit frames until the server acknowledges them
+    cancel: bool = False  # the caller cancelled it: resent with everything else after a refusal or reconnect
     sizes: dict[str, int] = field(default_factory=dict)  # payload bytes per input, checked against the server's limits
 
 
@@ -89,6 +90,8 @@ class Client:
         self.welcome: Optional[P.Welcome] = None
         self._backlog: deque = deque()  # events met while a blocking call waited for its own reply
         self._waiting: dict[str, float] = {}  # req id -> sent at
+        self._resend_at = 0.0  # after a `rate_limited` refusal: when to resend what may have been refused
+        self.rate_limited = 0  # refusals seen (the server's per-client budget); the client resends by itself
         self._sock: Optional[zmq.Socket] = None
         self._connect()
 
@@ -115,11 +118,18 @@ class Client:
         self.welcome = None
         self._waiting.clear()
         self._connect()
+        self._resend()
+
+    def _resend(self) -> None:
+        """Everything the server may not have acted on: unacknowledged submissions (idempotent by job id), a fetch
+        per unfinished job (from the last progress seen: replays are dropped by seq), and pending cancels."""
         for job_id, track in self.jobs.items():
             if track.submit is not None:
                 self._send_frames(track.submit)
             elif not track.finished:
                 self._send(P.Fetch(job_id, track.last_seq))
+            if track.cancel and not track.finished:
+                self._send(P.Cancel(job_id))
 
     def close(self) -> None:
         if self._sock is not None:
@@ -209,6 +219,8 @@ class Client:
         self._send(P.Fetch(job_id, track.last_seq))
 
     def cancel(self, job_id: str) -> None:
+        if job_id in self.jobs:
+            self.jobs[job_id].cancel = True
         self._send(P.Cancel(job_id))
 
     def forget(self, job_id: str) -> None:
@@ -242,6 +254,10 @@ class Client:
         if msg.req is not None:
             self._waiting.pop(msg.req, None)
         body, track = msg.body, self.jobs.get(getattr(msg.body, "job", None) or "")
+        if isinstance(body, P.Error) and body.code == "rate_limited":  # not processed: resend, never a job failure
+            self.rate_limited += 1
+            self._resend_at = max(self._resend_at, time.monotonic() + body.retry_after_s)
+            return msg if msg.req is not None else None  # a blocking request retries itself
         if isinstance(body, P.Welcome):
             first = self.welcome is None
             self.welcome = body
@@ -271,6 +287,9 @@ class Client:
 
     def _timers(self) -> list:
         now = time.monotonic()
+        if self._resend_at and now >= self._resend_at:
+            self._resend_at = 0.0
+            self._resend()
         if now - self._last_recv > self.timeout_s and self._last_send > self._last_recv:
             reason = (f"no reply from {self.endpoint} for {now - self._last_recv:.1f} s — is the backend running "
                       "and reachable? (reconnecting)")
@@ -292,6 +311,10 @@ class Client:
                 self._last_recv = time.monotonic()
                 msg = self._receive(frames)
                 if msg is None:
+                    continue
+                if msg.req == req and isinstance(msg.body, P.Error) and msg.body.code == "rate_limited":
+                    time.sleep(max(0.0, min(msg.body.retry_after_s, deadline - time.monotonic())))
+                    self._send(body, payloads, req)  # refused unprocessed: the same request again
                     continue
                 if msg.req == req:
                     if isinstance(msg.body, P.Error):

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # --- units --------------------------------------------------------------------------------------------------------
+# What every result's metadata says about its geometry (the generate job's and the export's alike).
+HEAD_FRAME = "head (glTF +Y up, +Z out of the face)"
+HEAD_UNITS = "m"
 JOKER_UNIT_M = 1.0 / 1.2  # one reference NeRF unit in metres (NeRF units = 0.12 x decimetres)
 CAMERA_DISTANCE_M = 1.0  # Deep3DFaceRecon's camera at z = 10 dm
 NERF_BOUND_RADIUS_M = 0.25 * JOKER_UNIT_M  # the reference bbox [-0.25, 0.25]^3 in Joker units
@@ -45,6 +48,8 @@ GRID_AZ_DEG, GRID_EL_DEG = 45.0, 20.0  # azimuth in [-45, 45], elevation in [-20
 # Camera-space normals: red grows to image right, green up, blue toward the camera; (n * 0.5 + 0.5) * 255, black
 # background. Deep3DFaceRecon interpolates vertex normals barycentrically and does not renormalise them.
 NORMALS_RENORMALISED = False
+# OpenCV camera axes (x right, y down, z forward) -> the normal map's (x right, y up, z toward the camera), per axis.
+OPENCV_TO_NORMAL_FRAME = (1.0, -1.0, -1.0)
 
 
 def euler_to_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
@@ -142,7 +147,7 @@ def pixel_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
 
 def opencv_to_normal_frame(n_cv: np.ndarray) -> np.ndarray:
     """[..., 3] OpenCV camera-space vectors -> the normal map's frame (x right, y up, z toward the camera)."""
-    return n_cv * np.array([1.0, -1.0, -1.0], dtype=n_cv.dtype)
+    return n_cv * np.array(OPENCV_TO_NORMAL_FRAME, dtype=n_cv.dtype)
 
 
 def encode_normals(n: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -188,6 +193,7 @@ def fov_y_deg(camera: Camera) -> float:
 # Head frame -> Blender world as a 4x4 (the linear map of head_to_blender). Blender cameras look down their local -Z
 # with +Y up (OpenGL), so c2w_blender = HEAD_TO_BLENDER @ c2w_opencv @ OPENCV_TO_OPENGL.
 HEAD_TO_BLENDER = np.array([[1.0, 0, 0, 0], [0, 0, -1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
+BLENDER_TO_HEAD = HEAD_TO_BLENDER.T  # a proper rotation: its inverse is its transpose
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 BLENDER_SENSOR_MM = 36.0
 
@@ -234,5 +240,12 @@ def camera_from_blender(bc: BlenderCamera) -> Camera:
     side = max(W, H)
     f = bc.lens_mm / bc.sensor_width_mm * side
     K = np.array([[f, 0.0, W / 2.0 - bc.shift_x * side], [0.0, f, H / 2.0 + bc.shift_y * side], [0.0, 0.0, 1.0]])
-    c2w = np.linalg.inv(HEAD_TO_BLENDER) @ np.asarray(bc.matrix_world, dtype=np.float64) @ OPENCV_TO_OPENGL
+    c2w = BLENDER_TO_HEAD @ np.asarray(bc.matrix_world, dtype=np.float64) @ OPENCV_TO_OPENGL
     return Camera(K, c2w, W, H)
+
+
+def crop_camera(res: int = REFERENCE_RES) -> Camera:
+    """The camera of the reference crop (the aligned 512² portrait): the frontal view of the grid, principal point at
+    the centre, camera at (0, 0, 1) m looking at the head-frame origin. The rig fitted to a portrait's landmarks is
+    posed (rotation and translation) in front of this camera."""
+    return orbit_camera(0.0, 0.0, res)

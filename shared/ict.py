@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .morphable import FORMAT_KIND, FORMAT_VERSION
+from .rigformat import FORMAT_KIND, FORMAT_VERSION
 
 COMMIT = "da5f95a607f5e6b37755b38d3385d7f2853732e5"
 N_VERTICES, N_POLYGONS = 26719, 26384
@@ -46,7 +46,7 @@ INNER_LIP_LANDMARKS = slice(60, 68)  # Multi-PIE 68: the inner lip contour
 # as one smooth surface instead of stripes; duplicates coincide, so rasterization is unchanged.
 MEMBRANE_WEIGHT = 6
 
-LICENSE = """ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (commit {commit}), folder FaceXModel/.
+LICENSE = f"""ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (commit {COMMIT}), folder FaceXModel/.
 Converted to the joker-head rig format (metres, triangulated, recentred); the shape data is unchanged.
 
 MIT License
@@ -70,7 +70,7 @@ AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
 LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
-""".format(commit=COMMIT)
+"""
 
 
 def triangulate(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +131,9 @@ def lip_membrane(loop: np.ndarray, vertices: np.ndarray) -> np.ndarray:
             # chain_b runs against the loop: its loop edge (b_j+1 -> b_j) appears as (b_j -> b_j+1).
             tris.append((chain_b[j], chain_b[j + 1], chain_a[i]))
             j += 1
-    tris = np.array(tris, dtype=np.int32)
-    degenerate = (tris[:, 0] == tris[:, 1]) | (tris[:, 1] == tris[:, 2]) | (tris[:, 2] == tris[:, 0])
-    return tris[~degenerate]  # the two triangles at the mouth corners that would repeat the corner vertex
+    faces = np.array(tris, dtype=np.int32)
+    degenerate = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
+    return faces[~degenerate]  # the two triangles at the mouth corners that would repeat the corner vertex
 
 
 def normal_region(tris: np.ndarray, poly_of: np.ndarray, neutral: np.ndarray,

@@ -11,12 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from .config import DistillConfig, ExportConfig, PriorConfig
-from .spec import spec
+from .protocol import Blob, Png
+from .spec import SpecError, spec
 
 MAX_PROMPT = 1000  # characters; CLIP reads 77 tokens, the rest is kept for the record
 MAX_VERTICES = 200_000
 MAX_FACES = 400_000
+FRAMINGS = ("aligned", "centre")
+FRAMING_DOC = ("how the reference portrait is framed for the prior: aligned on the face's 5 landmarks exactly as "
+               "the prior was trained (default), or a centre square crop for images without a detectable face")
 
 
 @dataclass
@@ -47,6 +53,7 @@ class PreviewParams(TextParams):
     sampler: str = spec("pndm", choices=("pndm", "ddim"), doc="PNDM as the reference, or DDIM")
     az_deg: float = spec(0.0, lo=-90.0, hi=90.0, doc="view azimuth in degrees (positive: camera on subject's right)")
     el_deg: float = spec(0.0, lo=-60.0, hi=60.0, doc="view elevation in degrees (positive: camera above)")
+    reference_framing: str = spec("aligned", choices=FRAMINGS, doc=FRAMING_DOC)
     rig: RigState = field(default_factory=RigState)
     prior: PriorConfig = field(default_factory=PriorConfig)
 
@@ -56,10 +63,23 @@ class GenerateParams(TextParams):
     """The full job: normal maps for every view -> prior -> distillation -> mesh export."""
 
     cfg: float = spec(19.0, lo=0.0, hi=50.0, doc="guidance scale in distillation (19 in the reference)")
+    reference_framing: str = spec("aligned", choices=FRAMINGS, doc=FRAMING_DOC)
     rig: RigState = field(default_factory=RigState)
     prior: PriorConfig = field(default_factory=PriorConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+
+@dataclass
+class FitParams:
+    """Fit a portrait: find the face, frame it as the prior was trained, fit the named rig to its landmarks."""
+
+    rig: str = spec("ict", max_len=64, pattern=r"[a-z0-9_\-]+", doc="the backend's rig to fit: ict, bfm, ...")
+    fit_identity: bool = spec(True, doc="fit the identity modes (off: keep init's)")
+    fit_expression: bool = spec(True, doc="fit the named expression weights (off: keep init's)")
+    fit_pose: bool = spec(True, doc="fit the head rotation (off: keep init's)")
+    init: RigState = field(default_factory=RigState)  # parts not fitted keep these values (Match Expression: the
+    # artist's identity, so the driving photo's expression is fitted on the artist's face)
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,8 @@ MESH_INPUTS = (
     InputSpec("faces", "array", "int32", (-1, 3), True, MAX_FACES, "triangles of the normal-map region"),
 )
 REFERENCE_INPUT = InputSpec("reference", "png", required=False, doc="the identity's portrait (RGB, any size)")
+PHOTO_INPUT = InputSpec("photo", "bytes", doc="a photo file as stored (PNG, JPEG, TIFF, WebP; 8 or 16 bit; EXIF "
+                        "orientation honoured), at most shared.protocol.MAX_IMAGE_SIDE px a side")
 
 
 @dataclass(frozen=True)
@@ -107,16 +129,12 @@ JOB_KINDS: dict[str, JobKind] = {
                         "checks a deployment end to end (no GPU, no weights)"),
     "preview": JobKind("preview", PreviewParams, MESH_INPUTS + (REFERENCE_INPUT,), "one 2D image of the posed rig"),
     "generate": JobKind("generate", GenerateParams, MESH_INPUTS + (REFERENCE_INPUT,), "a textured 3D head (GLB)"),
+    "fit": JobKind("fit", FitParams, (PHOTO_INPUT,), "a portrait's aligned crop, landmarks and the rig fitted to it"),
 }
 
 
 def validate_inputs(kind: JobKind, payloads: dict) -> None:
     """Check input frames against the kind's :class:`InputSpec` list. Raises ``shared.spec.SpecError``."""
-    import numpy as np
-
-    from .protocol import Blob, Png
-    from .spec import SpecError
-
     known = {s.name: s for s in kind.inputs}
     for name in payloads:
         if name not in known:
@@ -135,6 +153,7 @@ def validate_inputs(kind: JobKind, payloads: dict) -> None:
             raise SpecError(field_name, f"{'an' if s.kind[0] in 'aeiou' else 'a'} {s.kind} frame", type(value).__name__, f"send {s.name} as {s.kind}")
         if s.kind != "array":
             continue
+        assert isinstance(value, np.ndarray)  # checked against `want` above; tells the type checker
         if s.dtype and value.dtype.name != s.dtype:
             raise SpecError(field_name, f"dtype {s.dtype}", value.dtype.name, f"convert {s.name} to {s.dtype}",
                             code="bad_dtype")

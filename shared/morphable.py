@@ -36,10 +36,12 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .conventions import euler_to_matrix
+from .errors import JokerError
+from .ict import arrays_from_archive
+from .paths import rigs_dir
+from .rigformat import FORMAT_KIND, FORMAT_VERSION
 from .spec import SpecError
 
-FORMAT_KIND = "joker-head-morphable"
-FORMAT_VERSION = 1
 RIG_ENV = "JOKER_HEAD_RIG"  # path of a converted rig that overrides the default search
 _REQUIRED = ("neutral", "identity_basis", "expression_basis", "basis_unit_m", "expression_names", "faces",
              "normal_region_faces", "region_names", "vertex_region")
@@ -47,24 +49,37 @@ _OPTIONAL = ("uv", "face_uv", "face_material", "material_names", "landmarks68", 
              "eye_rotating_L", "eye_rotating_R", "eye_pivot_L", "eye_pivot_R")
 
 
-class RigNotFound(FileNotFoundError):
+class RigNotFound(JokerError, FileNotFoundError):
     """No converted rig where we looked; the message says where and which command fetches it."""
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, area_weighted: bool = False) -> np.ndarray:
     """Unit vertex normals float32 [V, 3]: the normalised sum of the adjacent faces' *unit* normals.
 
     This is Deep3DFaceRecon's ``compute_norm`` (unit face normals from cross(v1 - v2, v2 - v3), summed over
     ``point_buf``), so BFM normal maps match the prior's training data. Vertices no face uses get (0, 0, 0).
-    vertices: [V, 3]; faces: int [F, 3], counter-clockwise seen from outside.
+    ``area_weighted`` weighs each face by its area instead, for shading irregular meshes (the exported surface, the
+    oracle head); then no normal is zero: a vertex whose faces cancel takes the mean of their unit normals, else
+    the direction from the centroid, else +Y. vertices: [V, 3]; faces: int [F, 3], counter-clockwise seen from outside.
+    The one numpy implementation; ``backend.render.normals.vertex_normals`` is its batched torch twin.
     """
     v = np.asarray(vertices, dtype=np.float64)
     tri = v[faces]  # [F, 3, 3]
-    n_face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n_face /= np.maximum(np.linalg.norm(n_face, axis=1, keepdims=True), 1e-20)
+    n_face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
+    if not area_weighted:
+        n_face /= np.maximum(np.linalg.norm(n_face, axis=1, keepdims=True), 1e-20)
     idx = faces.reshape(-1)
     n_corner = np.repeat(n_face, 3, axis=0)  # [3F, 3], corner order matches faces.reshape(-1)
     n = np.stack([np.bincount(idx, n_corner[:, k], minlength=len(v)) for k in range(3)], axis=1)
+    if area_weighted:  # shading (glTF needs unit normals everywhere): no vertex may keep a zero normal
+        length = np.linalg.norm(n, axis=1)
+        bad = length <= 1e-12 * max(float(length.max(initial=0.0)), 1e-30)
+        if bad.any():  # faces that cancel or have no area (a decimation needle), or a vertex no face uses
+            unit = n_face / np.maximum(np.linalg.norm(n_face, axis=1, keepdims=True), 1e-30)
+            alt = np.stack([np.bincount(idx, np.repeat(unit[:, k], 3), minlength=len(v)) for k in range(3)], axis=1)
+            alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-6, alt, v - v.mean(axis=0))
+            alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-12, alt, np.array([0.0, 1.0, 0.0]))
+            n[bad] = alt[bad]
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     return n.astype(np.float32)
 
@@ -131,7 +146,6 @@ class MorphableModel:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         if "kind" not in arrays and "identity_deltas" in arrays:  # the team's ICT archive
-            from .ict import arrays_from_archive
             arrays = arrays_from_archive(arrays)
         elif str(arrays.get("kind", "")) != FORMAT_KIND:
             raise SpecError("rig file", f"a {FORMAT_KIND} .npz", f"{path.name} with arrays {sorted(arrays)[:6]}",
@@ -234,8 +248,6 @@ class MorphableModel:
 # --- finding the default rig ---------------------------------------------------------------------------------------
 def default_rig_candidates(name: str = "ict") -> list[Path]:
     """Where :func:`find_default_rig` looks, in order: $JOKER_HEAD_RIG, the user data dir, the team folder."""
-    from .paths import rigs_dir
-
     found = [Path(os.environ[RIG_ENV]).expanduser()] if os.environ.get(RIG_ENV) else []
     found.append(rigs_dir() / f"{name}.npz")
     if name == "ict":  # development: the team's converted archive beside the checkout (../shared)

@@ -13,13 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import JokerError
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SIDE = 8192  # pixels; the protocol applies its own, lower limit
 _CHANNELS = {0: 1, 2: 3, 6: 4}  # PNG colour type -> channels (grey, RGB, RGBA)
 
 
-class PngError(ValueError):
-    pass
+class PngError(JokerError, ValueError):
+    """Bytes that are not a PNG this module reads (the protocol reports it as ``bad_png``)."""
+
+    default_code = "bad_png"
+    default_hint = "send an 8-bit, non-interlaced greyscale, RGB or RGBA PNG"
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class PngInfo:
     interlaced: bool
 
 
-def _chunks(data: bytes):
+def _chunks(data: bytes | memoryview):
     data = memoryview(data)  # chunk bodies are views: checking a large PNG copies nothing
     pos = len(SIGNATURE)
     while pos + 8 <= len(data):

@@ -8,7 +8,7 @@ MorphableModel.evaluate, as ICT's eyeLook shapes move the lids only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .spec import SpecError

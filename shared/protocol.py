@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 
 from . import png as pngcodec
+from .errors import JokerError
 from .spec import SpecError, from_dict, spec, to_dict
 
 PROTOCOL_VERSION = 1
@@ -27,6 +29,8 @@ JOB_ID = r"[0-9a-f]{32}"  # uuid4().hex: safe as a folder name, never a path
 NAME = r"(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}"  # a file name: no "/", never "." or ".."
 
 MAX_HEADER = 64 * 1024  # bytes of JSON
+MAX_HEADER_DEPTH = 32  # nesting of arrays/objects in a header (a submit needs 4)
+MAX_HEADER_VALUES = 4096  # JSON values in a header, keys included (a full generate submit has ~1,200)
 MAX_FRAMES = 16
 MAX_REQUEST_FRAME = 64 * 1024 * 1024  # one payload frame sent to the server
 MAX_RESULT_FRAME = 512 * 1024 * 1024  # one payload frame sent by the server
@@ -186,12 +190,15 @@ class Error:
     received: str = spec("", max_len=1000)
     hint: str = spec("", max_len=1000)
     job: Optional[str] = spec(None, pattern=JOB_ID)
+    retry_after_s: float = spec(0.0, lo=0.0, hi=3600.0, doc="for `rate_limited`: resend after this many seconds")
 
     @classmethod
-    def from_exception(cls, exc: SpecError, job: Optional[str] = None) -> "Error":
-        """The reply for a failed validation, clipped to this message's own limits (hostile input can be long)."""
-        return cls(clip(exc.code, 64), clip(str(exc), 4000), clip(exc.field, 256), clip(exc.expected, 1000),
-                   clip(exc.received, 1000), clip(exc.hint, 1000), job)
+    def from_exception(cls, exc: JokerError, job: Optional[str] = None) -> "Error":
+        """The reply for any family error (a failed validation, a failed job), clipped to this message's own limits
+        (hostile input can be long)."""
+        d = exc.to_dict()
+        return cls(clip(d["code"], 64), clip(d["message"], 4000), clip(d.get("field", ""), 256),
+                   clip(d.get("expected", ""), 1000), clip(d.get("received", ""), 1000), clip(d["hint"], 1000), job)
 
 
 def clip(text: Any, limit: int) -> str:
@@ -262,15 +269,46 @@ def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[t
     if not frames:
         raise ProtocolError("header", "a JSON header frame", "an empty message", "send at least one frame",
                             code="bad_frame")
-    if len(frames) > MAX_FRAMES + 1:
-        raise ProtocolError("frames", f"at most {MAX_FRAMES} payload frames", f"{len(frames) - 1} frames",
-                            "send fewer payloads per message", code="bad_frames")
-    if max_total is not None:
-        total = sum(len(_buffer(f)) for f in frames[1:])
-        if total > max_total:
-            raise ProtocolError("frames", f"at most {max_total} payload bytes per request", f"{total} bytes",
-                                "send smaller inputs (downscale images, decimate meshes)", code="request_too_large")
-    header = _decode_header(_buffer(frames[0]))
+    header: Any = None
+    try:
+        if len(frames) > MAX_FRAMES + 1:
+            raise ProtocolError("frames", f"at most {MAX_FRAMES} payload frames", f"{len(frames) - 1} frames",
+                                "send fewer payloads per message", code="bad_frames")
+        if max_total is not None:
+            total = sum(len(_buffer(f)) for f in frames[1:])
+            if total > max_total:
+                raise ProtocolError("frames", f"at most {max_total} payload bytes per request", f"{total} bytes",
+                                    "send smaller inputs (downscale images, decimate meshes)",
+                                    code="request_too_large")
+        header = parse_header(_buffer(frames[0]))
+        return _decode_fields(_check_header(header), frames, max_frame, allowed)
+    except SpecError as e:  # name the request (and job) it answers, so even a refusal reaches its caller
+        if header is None and e.code in ("bad_frames", "request_too_large"):  # refused before the header was read
+            header = _readable_header(frames[0])
+        e.req, e.job = _ids(header)
+        if header is None and e.code != "header_too_large":  # unparsed: a plain search finds an ordinary id
+            e.req = peek_req(frames[0])
+        raise
+
+
+def _ids(header: Any) -> tuple[Optional[str], Optional[str]]:
+    """The header's request id and job id where they are well-formed, else None."""
+    if not isinstance(header, dict):
+        return None, None
+    req, job = header.get("req"), header.get("job")
+    return (req if isinstance(req, str) and len(req) <= 64 else None,
+            job if isinstance(job, str) and re.fullmatch(JOB_ID, job) else None)
+
+
+def _readable_header(frame: Any) -> Any:
+    """The parsed header of a message refused before its header was read (too many or too large frames), or None."""
+    try:
+        return parse_header(_buffer(frame))
+    except ProtocolError:
+        return None
+
+
+def _decode_fields(header: dict, frames: list, max_frame: int, allowed: Optional[tuple[str, ...]]) -> Message:
     mtype = header.pop("type")
     if allowed is not None and mtype not in allowed:
         raise ProtocolError("type", f"one of {', '.join(allowed)}", mtype, "this side does not accept that message",
@@ -298,22 +336,96 @@ def decode(frames: list, max_frame: int = MAX_REQUEST_FRAME, allowed: Optional[t
     return Message(body, payloads, req)
 
 
+_REQ = re.compile(rb'"req"\s*:\s*"([A-Za-z0-9_.:\-]{1,64})"')
+
+
+def peek_req(frame: Any) -> Optional[str]:
+    """The request id of a header that will not be parsed (a refused message), found by a bounded search; or None.
+
+    Only ids of plain characters are recognised: the reply must never echo anything a parser would have refused.
+    """
+    buf = _buffer(frame)
+    if len(buf) > MAX_HEADER:
+        return None
+    found = _REQ.search(buf)
+    return found.group(1).decode("ascii") if found else None
+
+
 def _buffer(frame: Any) -> memoryview:
     return memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
 
 
-def _decode_header(buf: memoryview) -> dict:
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # a JSON string; possessive: no backtracking
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def check_header_shape(raw: bytes, max_depth: int = MAX_HEADER_DEPTH, max_values: int = MAX_HEADER_VALUES) -> None:
+    """Refuse a header whose nesting or number of values is over the limits, before any parser sees it.
+
+    Counting passes in C over the bytes: bounds from above (separators, brackets, even inside strings) let an
+    ordinary header through at once; only a header near the limits has its strings blanked (so brackets and commas in
+    text do not count) and its nesting measured. A hostile 64 KiB header costs microseconds here instead of
+    milliseconds and a RecursionError in ``json.loads``. Raises :class:`ProtocolError` (``header_too_deep``,
+    ``header_too_many_values``, ``bad_json``).
+    """
+    containers = raw.count(b"[") + raw.count(b"{")
+    if containers <= max_depth and raw.count(b",") + raw.count(b":") + containers < max_values:
+        return  # over-estimates already within the limits
+    if (raw.count(b'"') - raw.count(b'\\"')) // 2 > max_values:  # at least this many strings, each a value
+        _too_many(max_values, (raw.count(b'"') - raw.count(b'\\"')) // 2)
+    text = _STRING.sub(b"0", raw) if b'"' in raw else raw
+    if b'"' in text:  # a string that never ends
+        raise ProtocolError("header", "a UTF-8 JSON object", raw[:40], "the header has an unterminated string",
+                            code="bad_json")
+    containers = text.count(b"[") + text.count(b"{")
+    values = text.count(b",") + text.count(b":") + containers + 1  # an upper bound: separators + openers + 1
+    if values > max_values:
+        _too_many(max_values, values)
+    if containers <= max_depth:
+        return
+    brackets = text.translate(None, _NOT_BRACKETS)
+    for _ in range(max_depth):  # each pass removes the innermost level
+        brackets, n = _EMPTY_PAIR.subn(b"", brackets)
+        if not brackets or not n:
+            break
+    if brackets and _EMPTY_PAIR.search(brackets):  # still shrinking after max_depth levels
+        raise ProtocolError("header", f"at most {max_depth} levels of nested arrays/objects", "deeper nesting",
+                            "flatten the header's values", code="header_too_deep")
+    if brackets:
+        raise ProtocolError("header", "balanced brackets", brackets[:40], "the header is not valid JSON",
+                            code="bad_json")
+
+
+def _too_many(limit: int, found: int) -> None:
+    raise ProtocolError("header", f"at most {limit} JSON values", f"about {found} values",
+                        "send bulk data (vertices, weights, images) as payload frames", code="header_too_many_values")
+
+
+def parse_header(buf: Any) -> Any:
+    """Header bytes -> a JSON value (strict), after the size and shape checks. Raises :class:`ProtocolError`."""
     if len(buf) > MAX_HEADER:
         raise ProtocolError("header", f"at most {MAX_HEADER} bytes of JSON", f"{len(buf)} bytes",
                             "send large data as payload frames", code="header_too_large")
+    raw = bytes(buf)  # one copy out of the zmq frame; nothing keeps the frame after this
+    check_header_shape(raw)
+    header, reason = None, ""
     try:
-        header = json.loads(bytes(buf).decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float,
+        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float,
                             parse_int=_int64)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
-        raise ProtocolError("header", "a UTF-8 JSON object", bytes(buf[:40]), f"the header is not valid JSON ({e})",
-                            code="bad_json") from None
+        reason = str(e) or type(e).__name__  # keep the text only: the exception holds the whole document
+    if reason:  # raised outside the handler, so the error carries no __context__ (and no parser frames)
+        raise ProtocolError("header", "a UTF-8 JSON object", raw[:40], f"the header is not valid JSON ({reason})",
+                            code="bad_json")
+    return header
+
+
+def _check_header(header: Any) -> dict:
+    """The parsed header's object, version and type checked."""
     if not isinstance(header, dict):
         raise ProtocolError("header", "a JSON object", header, "wrap the fields in an object", code="bad_json")
+    header = dict(header)  # a copy to consume: the original still names req and job for an error reply
     version = header.pop("v", None)
     if version != PROTOCOL_VERSION:
         raise ProtocolError("v", f"protocol version {PROTOCOL_VERSION}", version,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "bl_ext.user_default.joker_head"
@@ -83,12 +84,6 @@ def run_bpy(script: str, user_dir: Path, timeout: float = 240, env: Optional[dic
         raise AssertionError(f"bpy script failed (rc {out.returncode}):\n--- stdout\n{out.stdout[-4000:]}\n"
                              f"--- stderr\n{out.stderr[-6000:]}")
     return json.loads(lines[-1][len(RESULT_TAG):])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Backend:

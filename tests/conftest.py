@@ -1,20 +1,17 @@
-"""Shared fixtures. ``SHARED_DATA`` is the team-provided folder beside the checkout (../shared), not our package."""
+"""Shared fixtures, defined once here; helpers that are not fixtures live in tests/support.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("JOKER_SHARED_DATA", REPO.parent / "shared"))
-ICT_NPZ = SHARED_DATA / "models" / "ict-facekit" / "ict_facekit_f16.npz"
-ICT_SUBSET = SHARED_DATA / "models" / "ict-facekit" / "FaceXModel-subset"
+from tests.support import ICT_NPZ
 
 
 @pytest.fixture(scope="session")
 def ict_npz() -> Path:
+    """The team's ICT-FaceKit archive in ../shared; tests that need it skip with a reason where it is absent."""
     if not ICT_NPZ.exists():
         pytest.skip(f"the ICT-FaceKit archive is not at {ICT_NPZ} (set JOKER_SHARED_DATA to the team's shared folder)")
     return ICT_NPZ
@@ -28,7 +25,33 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` skip with a reason on machines without CUDA."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU; the pure-PyTorch twin runs on CPU")
+        for item in gpu:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Path:
+    """A models dir with tiny random SD1.5 / ControlNet / Joker-checkpoint weights, built once per session."""
+    from backend.prior.tiny import ensure_tiny_models
+
+    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (the CPU is shared: one thread is faster than two fighting).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 # --- ZeroMQ fixtures (pyzmq style: random ports, linger 0, every socket closed) ---------------------------------------
@@ -84,3 +107,39 @@ def pytest_report_header(config) -> str:
     from tests.addon_harness import BLENDER_PYTHON, blender_version
 
     return f"blender: {blender_version() or 'not found'} (bpy scripts run under {BLENDER_PYTHON})"
+
+
+# --- portrait fitting (backend/fit): real photos that installed packages ship, the ICT rig ---------------------------
+
+def _package_file(package: str, *parts: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed (pip install 'joker-head[backend]')")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    """scikit-image's astronaut.png: a real portrait (Eileen Collins, NASA, public domain), 512², face off-centre."""
+    return _package_file("skimage", "data", "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def hopper_path() -> Path:
+    """matplotlib's grace_hopper.jpg: a real portrait (US Navy, public domain), 512x600 JPEG."""
+    return _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg")
+
+
+@pytest.fixture(scope="session")
+def faceless_paths() -> list[Path]:
+    """Real photos without a face: scikit-image's coffee cup, cat and rocket."""
+    return [_package_file("skimage", "data", name) for name in ("coffee.png", "chelsea.png", "rocket.jpg")]
+
+
+@pytest.fixture(scope="session")
+def ict_rig(ict_npz):
+    from shared.morphable import MorphableModel
+
+    return MorphableModel.load(ict_npz)

@@ -150,6 +150,7 @@ RIG_SCRIPT = """
 
 
 @needs_bpy
+@pytest.mark.slow
 def test_rig_request_and_normal_map(blender_user, ict_npz, tmp_path):
     out = tmp_path / "request.npz"
     got = run_bpy(RIG_SCRIPT + f"""
@@ -254,6 +255,7 @@ IMPORT_SCRIPT = """
 
 
 @needs_bpy
+@pytest.mark.slow
 def test_import_lands_on_rig_renders_in_cycles_and_undoes(blender_user, ict_npz, tmp_path):
     script = RIG_SCRIPT + IMPORT_SCRIPT.format(demo=str(REPO / "blender_addon" / "demo_scene.py"),
                                                glb=str(tmp_path / "result.glb"), png=str(tmp_path / "render.png"))
@@ -473,8 +475,9 @@ FAILURE_SCRIPT = """
 
 
 @needs_bpy
+@pytest.mark.slow
 def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_path, tiny_models_without_joker):
-    from tests.addon_harness import free_port
+    from tests.support import free_port
 
     backend = start_backend(tmp_path, tiny_models_without_joker)
     try:

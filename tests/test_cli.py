@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -49,6 +44,7 @@ def served(tmp_path):
         yield endpoint
 
 
+@pytest.mark.slow
 def test_serve_limits_are_flags(tmp_path):
     """An operator sizes the queue and the request limits; what goes past them is refused with the limit named."""
     bad = cli("serve", "--max-queued", "0")

@@ -25,12 +25,7 @@ TINY = dict(preset="draft", n_az=4, n_el=3, levels=10, update_every=8, steps=160
 HELD_OUT = [(-30.0, 8.0), (15.0, -12.0), (33.0, 14.0)]  # between the grid's views
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared: one thread is faster than two fighting
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ TINY = dict(preset="draft", n_az=3, n_el=2, levels=6, update_every=5, steps=40, 
             grid_per_level_scale=1.6, checkpoint_every=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +134,7 @@ def test_demo_command_runs_offline(tmp_path):
     assert "oracle prior" in text and "preset draft" in text and "[distill]" in text
 
 
+@pytest.mark.slow
 def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     """The real prior path end to end: normal maps of every view -> PriorGuidance (tiny random weights in the
     official layout, loaded by the real code) -> distillation -> export."""
@@ -149,10 +145,21 @@ def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     models = ensure_tiny_models(tmp_path / "models")
     params = _params(levels=4, steps=12, update_every=3)
     params.prior = PriorConfig(mode="joker")
-    inputs = {**_inputs(rig), "reference": Png(encode_png(np.full((40, 32, 3), 180, np.uint8)))}
+    from skimage import data
+
+    # a real portrait: the reference is framed on the face (reference_framing "aligned", the default)
+    inputs = {**_inputs(rig), "reference": Png(encode_png(data.astronaut()))}
     events = []
     result = GenerateRunner(models_dir=models).run(params, inputs, JobContext("j2", tmp_path / "w", emit=events.append))
     stages = [e.stage for e in events]
     assert "normals" in stages and "distill" in stages and "export" in stages
     assert result.meta["mode"] == "joker" and result.artifacts[0].name == "head.glb"
     assert result.artifacts[0].data[:4] == b"glTF"
+    # costs, counted by the prior, the renderer and the loop: 6 views x (2 one-step levels + a 2-step Stage 2 run)
+    counts, seconds = result.meta["costs"]["counts"], result.meta["costs"]["seconds"]
+    assert counts["nerf_steps"] == 12 and counts["prior_evals"] == 6 * 4
+    assert counts["unet_samples"] == counts["controlnet_samples"] == 2 * counts["prior_evals"]  # CFG rows
+    assert counts["vae_encodes"] == 6 * 3 + 1 and counts["vae_decodes"] == 6 * 3  # + the reference, once
+    assert counts["ray_samples"] > 0 and counts["ref_unet_samples"] > 0
+    assert set(seconds) >= {"normals", "prior_load", "targets", "optimisation", "export"}
+    assert all(v >= 0 for v in seconds.values()) and result.meta["peak_cuda_gib"] is None  # CPU: no CUDA peak

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import trimesh
 
 from backend.export import export_field
 from backend.export.iso import LN2
 from backend.export.reference_fields import BETA_M, SIGMA_S, BoxField, SDFField, SphereField
-from backend.runner import JobFailed
+from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.spec import SpecError, from_dict
 from tests.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
@@ -116,7 +115,7 @@ class Empty(SDFField):
 
 
 def test_empty_field_fails_with_a_hint():
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(ExportError) as e:
         export_field(Empty(), ExportConfig(**SMALL))
     assert "empty" in str(e.value) and e.value.hint
 

@@ -20,7 +20,7 @@ from backend.export.complete import seen_weight, vertex_visibility
 from backend.export.fill import harmonic_fill
 from backend.export.ict_head import ict_head_field
 from backend.export.reference_fields import SphereField
-from backend.export.surface import vertex_normals
+from shared.morphable import vertex_normals
 from shared.config import DistillConfig
 from shared.config.export import ExportConfig
 from shared.conventions import grid_angles, reference_grid
@@ -133,7 +133,7 @@ def test_plain_export_passes_the_khronos_validator(tmp_path):
 def test_vertex_normals_are_unit_even_for_degenerate_fans():
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 2, 2], [5, 5, 5]], float)
     f = np.array([[0, 1, 2], [3, 3, 3]])  # a zero-area face; vertex 4 is unreferenced
-    n = vertex_normals(v, f)
+    n = vertex_normals(v, f, area_weighted=True)
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(n[0], [0, 0, 1], atol=1e-6)
 

@@ -33,6 +33,7 @@ def chamfer_mm(a: np.ndarray, b: np.ndarray) -> float:
     return 1000.0 * 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
 
 
+@pytest.mark.slow
 def test_head_mesh_is_closed_and_close_to_the_true_head(head, ict_npz):
     field, result, _ = head
     assert result.meta["open_edges"] == 0 and result.meta["kept_components"] == 1
@@ -45,6 +46,7 @@ def test_head_mesh_is_closed_and_close_to_the_true_head(head, ict_npz):
     assert chamfer_mm(pts, skin_samples(ict_npz, 20000)) < 4.0
 
 
+@pytest.mark.slow
 def test_head_texture_matches_the_field(head):
     field, result, _ = head
     pts, c = sample_texture(load_glb(result.glb), 3000)
@@ -52,6 +54,7 @@ def test_head_texture_matches_the_field(head):
 
 
 @needs_bpy
+@pytest.mark.slow
 def test_glb_in_blender_is_one_textured_mesh_on_the_rig(head):
     _, result, path = head
     out = subprocess.run([BLENDER_PYTHON, str(BLENDER_SCRIPT), str(path)], capture_output=True, text=True,

@@ -12,8 +12,7 @@ from backend.field import EnvironmentBackground, HashGrid, HashGridSpec, HeadNeR
 from backend.render.volume import (OccupancyGrid, image_rays, patch_rays, ray_box, render_image, render_rays,
                                    step_size)
 from shared.conventions import BLOB_RADIUS_M, JOKER_UNIT_M, NERF_BOUND_RADIUS_M, orbit_camera, pixel_rays
-from tests.conftest import requires_cuda
-from tests.support import assert_close
+from tests.support import assert_close, requires_cuda
 
 SMALL = HashGridSpec(n_levels=6, n_features=2, log2_table=12, base_res=4, per_level_scale=1.9)
 

@@ -9,7 +9,7 @@ from shared import conventions as C
 from shared import ict
 from shared.morphable import MorphableModel, RigNotFound, find_default_rig, vertex_normals
 from shared.spec import SpecError
-from tests.conftest import ICT_SUBSET
+from tests.support import ICT_SUBSET, uv_sphere
 
 MAX_ERR_M = 0.002 * 0.01  # 0.002 cm
 
@@ -104,7 +104,6 @@ def test_save_load_round_trip(rig, tmp_path):
 
 
 def test_vertex_normals_of_a_sphere_are_radial():
-    from tests.test_raster import uv_sphere
 
     v, f = uv_sphere(0.1, 48, 96)
     n = vertex_normals(v, f)

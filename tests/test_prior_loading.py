@@ -10,16 +10,11 @@ import torch
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_joker, read_checkpoint
 from backend.prior.models import official_state_dict, rename_legacy_vae_keys, split_official
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
-from backend.runner import JobFailed
+from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
+from backend.prior.errors import PriorError
 from shared.config.prior import PriorConfig
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +106,48 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, capsys):
     assert "unpickled!" not in capsys.readouterr().out
 
 
+def test_data_parallel_module_prefix_is_stripped_with_a_note(models, source, tmp_path, caplog):
+    """Training wrapped the prior for data parallelism; a released file may keep the ``module.`` key prefix."""
+    sd = {"module." + k: v for k, v in official_state_dict(**source).items()}
+    torch.save(sd, _copy_configs(models, tmp_path))
+    with caplog.at_level("INFO", logger="backend.prior.checkpoint"):
+        loaded = load_joker(tmp_path, vae_source="checkpoint")
+    assert any("module." in r.getMessage() and "stripped" in r.getMessage() for r in caplog.records)
+    torch.manual_seed(0)
+    x, t, ids = torch.randn(1, 4, R // 8, R // 8), torch.tensor(500), torch.randint(0, 400, (1, 77))
+    with torch.no_grad():
+        text = source["text_encoder"](ids)[0]
+        assert torch.equal(loaded.unet(x, t, encoder_hidden_states=text).sample,
+                           source["unet"](x, t, encoder_hidden_states=text).sample)
+
+
+def test_prefix_clash_is_refused_rather_than_dropping_a_tensor(tmp_path):
+    path = tmp_path / "clash.bin"
+    torch.save({"unet.a": torch.zeros(1), "module.unet.a": torch.ones(1)}, path)
+    with pytest.raises(CheckpointError, match="unet.a"):
+        read_checkpoint(path)
+
+
+def test_old_format_pickle_is_read_without_memory_mapping(tmp_path):
+    sd = {"unet.conv_in.weight": torch.randn(4, 4), "module.vae.b": torch.arange(3.0)}
+    path = tmp_path / "legacy.bin"
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(RuntimeError):  # what the fallback is for: the legacy format cannot be memory-mapped
+        torch.load(path, weights_only=True, mmap=True)
+    got = read_checkpoint(path)
+    assert sorted(got) == ["unet.conv_in.weight", "vae.b"]
+    assert torch.equal(got["unet.conv_in.weight"], sd["unet.conv_in.weight"]) and torch.equal(got["vae.b"], sd["module.vae.b"])
+
+
+def test_old_format_pickle_with_arbitrary_objects_is_still_refused(tmp_path, capsys):
+    path = tmp_path / "evil-legacy.bin"
+    torch.save({"unet.conv_in.weight": torch.zeros(1), "payload": NotATensor()}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="tensor-only"):
+        read_checkpoint(path)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
 def test_split_pops_position_ids_and_keeps_components_apart(source):
     parts, unknown = split_official(official_state_dict(**source))
     assert not unknown and "embeddings.position_ids" not in parts["text_encoder"]
@@ -121,7 +158,7 @@ def test_split_pops_position_ids_and_keeps_components_apart(source):
 def test_missing_files_error_names_files_place_and_command(tmp_path, mode):
     (tmp_path / layout.SD15_DIR / "unet").mkdir(parents=True)
     (tmp_path / layout.SD15_DIR / "unet" / "config.json").write_text("{}")
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode=mode), tmp_path, "cpu")
     message = str(e.value)
     assert e.value.code == "missing_weights"

@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from backend.prior import layout, load_prior
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from backend.prior.tiny import TINY_RESOLUTION
 from shared.config.prior import PriorConfig
 from tests.support import assert_close
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 def _stock_components(models, with_controlnet: bool):
@@ -136,7 +131,7 @@ def test_reference_tokens_come_from_every_self_attention_layer(joker):
 
 
 def test_reference_attention_matches_the_written_formula():
-    """out = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q h, K/V = W_k/W_v [h ; r] (joker-facts §2), 2 heads."""
+    """out = W_o softmax(Q K^T / sqrt(d)) V with Q = W_q h, K/V = W_k/W_v [h ; r] (docs/REFERENCE.md §2), 2 heads."""
     from diffusers.models.attention_processor import Attention
 
     from backend.prior.attention import ReferenceAttnProcessor, ReferenceBank

@@ -9,41 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.jobs.preview import PreviewRunner, png_bytes
+from backend.jobs.preview import PreviewRunner
 from backend.prior import load_prior
 from backend.prior.guidance import PriorGuidance
 from backend.prior.prior import out_of_memory_as_job_error
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from backend.prior.tiny import TINY_RESOLUTION
+from backend.prior.errors import PriorError
 from backend.runner import JobCancelled, JobContext, JobFailed
 from shared.config.prior import PriorConfig
-from shared.conventions import encode_normals
 from shared.jobs import PreviewParams
+from tests.support import mesh_inputs, sphere_normals
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
-
-
-def sphere_normals(vertices, faces, cameras):
-    """Stand-in for backend.render until the rig work lands on main: the analytic normal map of a sphere facing
-    the camera (same encoding as shared.conventions), sized like the camera."""
-    res = cameras[0].width
-    u = (np.arange(res) + 0.5) / res * 2 - 1
-    x, y = np.meshgrid(u, -u)
-    mask = x**2 + y**2 < 0.8
-    n = np.stack([x, y, np.sqrt(np.clip(1 - x**2 - y**2, 0, 1))], -1)
-    return encode_normals(n, mask)[None]
-
-
-def _mesh_inputs(reference: bool = True) -> dict:
-    inputs = {"vertices": np.zeros((3, 3), np.float32), "faces": np.array([[0, 1, 2]], np.int32)}
-    if reference:
-        rng = np.random.default_rng(0)
-        inputs["reference"] = png_bytes(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8))
-    return inputs
 
 
 def _ctx(tmp_path, events):
@@ -53,15 +30,16 @@ def _ctx(tmp_path, events):
 def test_preview_job_returns_png_with_progress_per_step(models, tmp_path):
     events = []
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
-    params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5)
-    result = runner.run(params, _mesh_inputs(), _ctx(tmp_path, events))
+    params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, reference_framing="centre")
+    result = runner.run(params, mesh_inputs(), _ctx(tmp_path, events))
     image = np.asarray(Image.open(io.BytesIO(result.artifacts[0].data)))
     assert result.artifacts[0].name == "image.png" and image.shape == (R, R, 3)
     normals = np.asarray(Image.open(io.BytesIO(result.artifacts[1].data)))
     assert normals.shape == (R, R, 3) and normals[0, 0].tolist() == [0, 0, 0]
     assert [(e.stage, e.step) for e in events if e.stage == "denoise"] == [("denoise", 1), ("denoise", 2)]
     assert result.meta["reference"] is True and result.meta["mode"] == "joker"
-    again = runner.run(params, _mesh_inputs(), _ctx(tmp_path, []))  # same seed, cached prior: same image
+    assert result.meta["reference_framing"] == "centre"  # noise has no face: the request asked for the centre
+    again = runner.run(params, mesh_inputs(), _ctx(tmp_path, []))  # same seed, cached prior: same image
     assert again.artifacts[0].data == result.artifacts[0].data
     assert len(runner._priors) == 1
 
@@ -70,25 +48,25 @@ def test_preview_job_is_cancelled_at_a_step(models, tmp_path):
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
     ctx = JobContext("job2", tmp_path, "cpu", emit=lambda e: ctx.cancel() if e.stage == "denoise" else None)
     with pytest.raises(JobCancelled):
-        runner.run(PreviewParams(steps=5), _mesh_inputs(False), ctx)
+        runner.run(PreviewParams(steps=5), mesh_inputs(False), ctx)
 
 
 def test_preview_job_reports_missing_weights_and_bad_inputs(models, tmp_path):
     runner = PreviewRunner(models_dir=tmp_path / "empty", render_normals=sphere_normals)
-    with pytest.raises(JobFailed) as e:
-        runner.run(PreviewParams(steps=2), _mesh_inputs(), _ctx(tmp_path, []))
+    with pytest.raises(PriorError) as e:  # the prior's own error passes through the job unchanged
+        runner.run(PreviewParams(steps=2), mesh_inputs(), _ctx(tmp_path, []))
     assert e.value.code == "missing_weights" and "fetch-models" in e.value.hint
     runner = PreviewRunner(models_dir=models, render_normals=sphere_normals)
-    bad = _mesh_inputs()
+    bad = mesh_inputs()
     bad["reference"] = b"not a png"
     with pytest.raises(JobFailed, match="inputs.reference"):
         runner.run(PreviewParams(steps=2), bad, _ctx(tmp_path, []))
-    bad = _mesh_inputs()
+    bad = mesh_inputs()
     bad["faces"] = np.array([[0, 1, 7]], np.int32)
     with pytest.raises(JobFailed, match="inputs.faces"):
         runner.run(PreviewParams(steps=2), bad, _ctx(tmp_path, []))
     with pytest.raises(JobFailed, match="oracle"):
-        runner.run(PreviewParams(steps=2, prior=PriorConfig(mode="oracle")), _mesh_inputs(), _ctx(tmp_path, []))
+        runner.run(PreviewParams(steps=2, prior=PriorConfig(mode="oracle")), mesh_inputs(), _ctx(tmp_path, []))
 
 
 def test_preview_job_with_the_rig_renderer(models, tmp_path):
@@ -105,7 +83,7 @@ def test_preview_job_with_the_rig_renderer(models, tmp_path):
 
 
 def test_out_of_memory_becomes_a_job_error():
-    with pytest.raises(JobFailed) as e, out_of_memory_as_job_error():
+    with pytest.raises(PriorError) as e, out_of_memory_as_job_error():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert e.value.code == "out_of_memory" and "attention_slicing" in e.value.hint
 

@@ -15,19 +15,15 @@ from backend.cli import main as cli_main
 from backend.jobs.preview import PreviewRunner
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_free
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models, tiny_modules
-from backend.runner import JobContext, JobFailed
+from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
+from backend.prior.errors import PriorError
+from backend.runner import JobContext
 from shared.config.prior import PriorConfig
 from shared.jobs import PreviewParams
 from tests.ldm_layout import ldm_checkpoint, ldm_unet, ldm_vae
-from tests.test_prior_preview import _mesh_inputs, sphere_normals
+from tests.support import mesh_inputs, sphere_normals
 
 R = TINY_RESOLUTION
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,7 @@ def test_ckpt_carrying_code_is_refused(models, artist, tmp_path, capsys):
 
 def test_missing_file_names_its_path_and_what_to_do(models, tmp_path):
     path = tmp_path / "not-there.safetensors"
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="free", base_model=str(path)), models, "cpu")
     assert e.value.code == "missing_weights" and str(path) in str(e.value)
     assert "absolute path" in e.value.hint and "fetch-models" not in e.value.hint  # the stock parts are there
@@ -145,7 +141,7 @@ def test_missing_file_names_its_path_and_what_to_do(models, tmp_path):
 def test_file_without_the_stock_folder_lists_what_is_still_needed(artist, tmp_path):
     path = _save(ldm_checkpoint(artist), tmp_path / "artist.safetensors")
     empty = tmp_path / "models"
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="free", base_model=str(path)), empty, "cpu")
     message = str(e.value)
     assert str(empty / layout.SD15_DIR / "tokenizer" / "vocab.json") in message
@@ -155,7 +151,7 @@ def test_file_without_the_stock_folder_lists_what_is_still_needed(artist, tmp_pa
 
 
 def test_joker_mode_refuses_a_single_file_base_model(models, tmp_path):
-    with pytest.raises(JobFailed) as e:
+    with pytest.raises(PriorError) as e:
         load_prior(PriorConfig(mode="joker", base_model=str(tmp_path / "artist.safetensors")), models, "cpu")
     assert e.value.code == "invalid_field" and "only the free prior" in str(e.value)
     assert 'prior.mode = "free"' in e.value.hint
@@ -177,7 +173,7 @@ def test_preview_in_free_mode_runs_on_the_single_file(models, artist, tmp_path):
 
     def image(prior: PriorConfig) -> np.ndarray:
         params = PreviewParams(prompt="a man smiling", steps=2, sampler="ddim", seed=5, prior=prior)
-        result = runner.run(params, _mesh_inputs(), JobContext("job", tmp_path, "cpu", emit=lambda e: None))
+        result = runner.run(params, mesh_inputs(), JobContext("job", tmp_path, "cpu", emit=lambda e: None))
         assert result.meta["mode"] == "free"
         return np.asarray(Image.open(io.BytesIO(result.artifacts[0].data)))
 

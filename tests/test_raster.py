@@ -9,29 +9,7 @@ import torch
 from shared import conventions as C
 from shared.morphable import MorphableModel
 from shared.raster import rasterize, render_normal_map
-from tests.conftest import requires_cuda
-
-
-def uv_sphere(radius: float, n_lat: int, n_lon: int, centre=(0.0, 0.0, 0.0)):
-    """A closed UV sphere: vertices float64 [V, 3], faces int32 [F, 3] counter-clockwise seen from outside."""
-    lat = np.linspace(0, np.pi, n_lat + 1)[1:-1]
-    lon = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
-    ring = np.stack([np.sin(lat)[:, None] * np.sin(lon), np.cos(lat)[:, None] * np.ones_like(lon),
-                     np.sin(lat)[:, None] * np.cos(lon)], axis=-1).reshape(-1, 3)
-    v = np.concatenate([[[0, 1, 0]], ring, [[0, -1, 0]]]) * radius + np.asarray(centre)
-    idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
-    f = [(0, idx(0, j + 1), idx(0, j)) for j in range(n_lon)]
-    for i in range(n_lat - 2):
-        for j in range(n_lon):
-            a, b, c, d = idx(i, j), idx(i, j + 1), idx(i + 1, j), idx(i + 1, j + 1)
-            f += [(a, b, d), (a, d, c)]
-    last = len(v) - 1
-    f += [(last, idx(n_lat - 2, j), idx(n_lat - 2, j + 1)) for j in range(n_lon)]
-    f = np.array(f, dtype=np.int32)
-    c = v - np.asarray(centre)
-    if np.einsum("ij,ij->i", c[f[:, 0]], np.cross(c[f[:, 1]], c[f[:, 2]])).sum() < 0:  # outward winding
-        f = f[:, ::-1].copy()
-    return v, f
+from tests.support import requires_cuda, uv_sphere
 
 
 def expected_sphere_colour(cam: C.Camera, radius: float, x: int, y: int) -> np.ndarray:
@@ -81,6 +59,7 @@ def rig(ict_npz) -> MorphableModel:
     return MorphableModel.load(ict_npz)
 
 
+@pytest.mark.slow
 def test_head_turned_to_its_left_shifts_colours(rig):
     """At the nose tip: turning toward image right (the subject's left, positive yaw) raises red and moves the tip
     right; pitching down lowers green."""
@@ -99,6 +78,7 @@ def test_head_turned_to_its_left_shifts_colours(rig):
     assert down[1] < front[1] - 30
 
 
+@pytest.mark.slow
 def test_posing_the_rig_equals_orbiting_the_camera(rig):
     posed = render_normal_map(rig.evaluate(pose=(np.radians(10), np.radians(30), 0.0)), rig.normal_region_faces,
                               C.orbit_camera(0.0, 0.0, res=128))
@@ -113,6 +93,7 @@ def parity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return within, (ma & mb).sum() / max((ma | mb).sum(), 1)
 
 
+@pytest.mark.slow
 def test_torch_matches_reference_on_the_grid(rig):
     from backend.render import render_normal_maps
 
@@ -181,6 +162,7 @@ def test_cuda_matches_cpu(rig):
         assert within >= 0.999 and iou >= 0.995
 
 
+@pytest.mark.slow
 def test_open_mouth_membrane_shades_smoothly(rig):
     """The weighted lip membrane keeps an open mouth free of stripes (mean horizontal step < 8 levels; listing the
     membrane once gives ~18)."""

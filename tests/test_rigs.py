@@ -19,7 +19,7 @@ from backend.rigs import bfm as bfm_mod
 from backend.rigs.ict import KNOWN_SHA256, ICTSource, RigFetchError, fetch_ict, read_facexmodel
 from shared import ict
 from shared.morphable import MorphableModel
-from tests.conftest import ICT_SUBSET
+from tests.support import ICT_SUBSET
 
 SUBSET_EXPR = ("jawOpen", "mouthSmile_L")
 

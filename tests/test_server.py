@@ -11,7 +11,7 @@ import zmq
 
 from backend.server import ConfigError, Server, ServerConfig, is_loopback
 from shared import protocol as P
-from shared.client import Client, ClientError, CurveKeys
+from shared.client import ClientError, CurveKeys
 from shared.spec import SpecError
 
 
@@ -146,6 +146,7 @@ def test_reattach_after_client_reconnect(make_server, make_client):
     assert result.body.meta["steps"] == 6 and steps and steps[0] == seen + 1 and steps[-1] == 6
 
 
+@pytest.mark.slow
 def test_client_resubmits_and_reattaches_across_a_server_restart(make_server, make_client, tmp_path):
     jobs_dir = tmp_path / "store"
     server = make_server(jobs_dir=jobs_dir)

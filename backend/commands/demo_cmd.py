@@ -13,6 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+from backend.jobs.generate import GenerateRunner
+from backend.prior import layout
+from backend.runner import JobContext
+from shared.config import DistillConfig, ExportConfig, PriorConfig
+from shared.errors import JokerError
+from shared.jobs import GenerateParams, RigState
+from shared.morphable import RigNotFound, load_default_rig
+from shared.paths import models_dir
+from shared.png import encode_png
+
 DEMO_PROMPT = "a man with a big smile"
 DEMO_EXPRESSIONS = {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "jawOpen": 0.15}
 
@@ -30,8 +40,6 @@ def missing_lpips(models_dir: Path) -> list[str]:
 
 def missing_weights(models_dir: Path) -> list[str]:
     """Lines saying what the real demo lacks (empty when the Joker prior can run)."""
-    from backend.prior import layout
-
     missing = layout.missing_files("joker", models_dir)
     if not missing:
         return []
@@ -44,15 +52,7 @@ def missing_weights(models_dir: Path) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
-
-    from backend.jobs.generate import GenerateRunner
-    from backend.runner import JobContext, JobFailed
-    from shared.config import DistillConfig, ExportConfig, PriorConfig
-    from shared.jobs import GenerateParams, RigState
-    from shared.morphable import RigNotFound, load_default_rig
-    from shared.paths import models_dir
 
     root = Path(args.models_dir).expanduser() if args.models_dir else models_dir()
     lacking = missing_weights(root) if args.mode != "oracle" else []
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         result = GenerateRunner(models_dir=root).run(params, inputs, ctx)
-    except JobFailed as e:
+    except JokerError as e:  # any family error: the prior's, the export's or the job's
         print(f"\nerror: {e}" + (f" — {e.hint}" if e.hint else ""), file=sys.stderr)
         return 1
     for a in result.artifacts:
@@ -99,8 +99,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _printer(out: Path):
     """Progress events -> one console line each (targets updates and stage changes on their own line)."""
-    from backend.jobs.preview import png_bytes
-
     previews = out / "previews"
     previews.mkdir(parents=True, exist_ok=True)
     seen = {"n": 0}
@@ -112,7 +110,7 @@ def _printer(out: Path):
         line = f"[{e.stage}] {e.message or ''}{where}{loss}{eta}"
         if e.preview is not None:
             seen["n"] += 1
-            (previews / f"update_{seen['n']:03d}_step_{e.step:05d}.png").write_bytes(png_bytes(e.preview))
+            (previews / f"update_{seen['n']:03d}_step_{e.step:05d}.png").write_bytes(encode_png(e.preview))
             print("\r" + line + " [preview saved]", flush=True)
         else:
             print("\r" + line[:150].ljust(150), end="\n" if e.stage != "distill" else "", flush=True)

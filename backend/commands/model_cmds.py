@@ -6,18 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from backend.download import DownloadError
+from backend.prior import layout
+from backend.prior.fetch import HF_ENDPOINT, fetch_models
+from shared.paths import models_dir
+
 
 def _models_dir(args: argparse.Namespace) -> Path:
-    from shared.paths import models_dir
-
     return Path(args.models_dir).expanduser() if args.models_dir else models_dir()
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from backend.download import DownloadError
-    from backend.prior import layout
-    from backend.prior.fetch import fetch_models
-
     root = _models_dir(args)
     try:
         paths = fetch_models(args.mode, root, hf_endpoint=args.hf_endpoint,
@@ -30,8 +29,6 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from backend.prior import layout
-
     root, status = _models_dir(args), 0
     single = layout.is_single_file(args.base_model)
     for mode in ("joker", "free"):
@@ -48,8 +45,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    from backend.prior.fetch import HF_ENDPOINT
-
     p = sub.add_parser("fetch-models", help="download the prior's weights (SD1.5, VAE, ControlNet, Joker checkpoint)")
     p.add_argument("--mode", choices=("joker", "free", "all"), default="joker",
                    help="joker: the authors' checkpoint + SD1.5 configs + sd-vae-ft-mse; free: SD1.5 + normal ControlNet")

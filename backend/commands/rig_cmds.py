@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from backend.download import DownloadError
+from backend.rigs.bfm import NOTICE, import_bfm
+from backend.rigs.ict import ICTSource, RigFetchError, fetch_ict
 from shared.paths import rigs_dir
+from shared.spec import SpecError
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -38,10 +42,6 @@ def _progress(stage: str, fraction: float) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from backend.download import DownloadError
-    from backend.rigs.ict import ICTSource, RigFetchError, fetch_ict
-    from shared.spec import SpecError
-
     source = ICTSource(url=args.url) if args.url else ICTSource()
     try:
         path = fetch_ict(args.dest, source, force=args.force, keep_download=args.keep_download, progress=_progress)
@@ -53,9 +53,6 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from backend.rigs.bfm import NOTICE, import_bfm
-    from shared.spec import SpecError
-
     print(f"Note: {NOTICE}", file=sys.stderr)
     try:
         model = import_bfm(args.model, args.expressions, args.bfm_dir, args.std_exp, args.exp_idx, args.front_idx,

@@ -13,8 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from backend.ratelimit import PEER_BYTES_PER_S, PEER_MSGS_PER_S
+from backend.jobs import default_runners
+from backend.server import ConfigError, Server, ServerConfig
 from shared import paths
 from shared import protocol as P
+from shared.client import Client, ClientError, CurveKeys, save_result
+from shared.spec import SpecError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
@@ -37,6 +42,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="payload of one request, all frames together, in MiB (default %(default)s)")
     p.add_argument("--max-frame-mb", type=_positive, default=P.MAX_REQUEST_FRAME // 2**20,
                    help="one payload frame (e.g. a reference image) in MiB (default %(default)s)")
+    p.add_argument("--peer-msgs-per-s", type=_non_negative, default=PEER_MSGS_PER_S,
+                   help="messages per second one client may send; more get `rate_limited` (0: no limit; default "
+                   "%(default)s)")
+    p.add_argument("--peer-mib-per-s", type=_non_negative, default=PEER_BYTES_PER_S / 2**20,
+                   help="MiB per second one client may send (0: no limit; default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
@@ -95,8 +105,6 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from shared.client import Client, CurveKeys
-
     curve = None
     if args.server_key or args.client_key:
         if not (args.server_key and args.client_key):
@@ -118,6 +126,16 @@ def _devices(spec: str) -> tuple[str, ...]:
     return ("cpu",)
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0 switches the limit off), got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -129,15 +147,13 @@ def _positive(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from backend.jobs import default_runners
-    from backend.server import ConfigError, Server, ServerConfig
-
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(bind=args.bind, jobs_dir=args.jobs_dir or paths.jobs_dir(), curve_keys=args.curve_keys,
                           insecure=args.insecure, devices=_devices(args.devices),
                           max_jobs_per_client=args.max_jobs_per_client, max_queued=args.max_queued,
-                          max_request=args.max_request_mb * 2**20, max_frame=args.max_frame_mb * 2**20)
+                          max_request=args.max_request_mb * 2**20, max_frame=args.max_frame_mb * 2**20,
+                          peer_msgs_per_s=args.peer_msgs_per_s, peer_bytes_per_s=args.peer_mib_per_s * 2**20)
     try:
         server = Server(config, default_runners())
     except ConfigError as e:
@@ -187,9 +203,6 @@ def _report_error(e: Any) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from shared.client import ClientError, save_result
-    from shared.spec import SpecError
-
     params = json.loads(args.params_file.read_text() if args.params_file else (args.params or "{}"))
     inputs = dict(_load_input(s) for s in args.input)
     with _client(args) as client:
@@ -210,8 +223,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.client import ClientError
-
     with _client(args) as client:
         try:
             if args.job:
@@ -229,8 +240,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from shared.client import ClientError, save_result
-
     with _client(args) as client:
         client.attach(args.job)
         try:
@@ -243,8 +252,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from shared.client import ClientError
-
     with _client(args) as client:
         try:
             state = client.request(P.Cancel(args.job)).body

@@ -1,4 +1,4 @@
-"""The progressive distillation loop (Joker §3.3; docs/joker-facts.md §4), one function in numbered stages.
+"""The progressive distillation loop (Joker §3.3; docs/REFERENCE.md §4), one function in numbered stages.
 
     1. set up: resolve the config, build the schedule, field, occupancy grid, AdamW and the target store
     2. resume from the job's checkpoint, if any
@@ -11,6 +11,10 @@
        3.4 one optimisation step on a random patch shared by a random batch of views
        3.5 progress, cancellation (the callback may raise), checkpoint
     4. return the field and the run's record
+
+Costs (``backend.costs``) are counted where the work happens: NeRF steps and target updates here, rays and samples
+in the renderer, prior passes in the guidance's own counter (this run's share is merged into the result's), wall
+time per stage ("targets" with its "target_renders" share, "optimisation", "previews").
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from backend import costs
+from backend.costs import CostCounter
 from backend.distill.checkpoint import load_state, load_targets, save_state, save_targets
 from backend.distill.losses import distill_loss, resize_targets
 from backend.distill.lpips import LPIPS
@@ -58,16 +64,18 @@ class DistillResult:
     seconds: float
     losses: list[float] = dc_field(default_factory=list)
     resumed_from: int = 0
+    costs: CostCounter = dc_field(default_factory=CostCounter)  # this run's counts and stage times
 
 
 def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *, device: str = "cpu",
             lpips: Optional[LPIPS] = None, seed: int = 0, workdir: Optional[Path] = None, resume: bool = False,
             callback: Optional[Callable[[DistillEvent], None]] = None, implementation: str = "auto",
-            max_steps: Optional[int] = None) -> DistillResult:
+            max_steps: Optional[int] = None, counter: Optional[CostCounter] = None) -> DistillResult:
     """Distil ``guidance`` into a new ``HeadNeRF`` seen from ``cameras`` (the job's views, any resolution).
 
     ``workdir``: where checkpoints go (none without it); ``resume``: continue from the checkpoint there.
     ``max_steps``: stop early after this many steps (tests; a checkpoint is still written).
+    ``counter``: where this run's costs are added (a new one by default); also returned as ``result.costs``.
     """
     # 1. Set up ----------------------------------------------------------------------------------------------------
     r = cfg.resolved()
@@ -84,6 +92,9 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
     current: Optional[TargetUpdate] = None
     lpips = lpips.to(device) if (lpips is not None and r.lpips_weight > 0) else None
     front = min(range(V), key=lambda i: abs(cameras[i].c2w[0, 3]) + abs(cameras[i].c2w[1, 3]))
+    counter = counter if counter is not None else CostCounter()
+    prior_counter: Optional[CostCounter] = getattr(guidance, "counter", None)
+    prior_before = prior_counter.snapshot() if prior_counter is not None else {}
 
     # 2. Resume ----------------------------------------------------------------------------------------------------
     start = 0
@@ -100,8 +111,9 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
             targets.copy_(stored[1])
             current = expected
         elif expected is not None:  # the targets file is missing or newer: remake the expected targets now
-            _update_targets(field, guidance, cameras, targets, expected, schedule.resolution_at(start), r,
-                            occupancy, g, device)
+            with counter.timed("targets", device):
+                _update_targets(field, guidance, cameras, targets, expected, schedule.resolution_at(start), r,
+                                occupancy, g, device, counter)
             current = expected
 
     # 3. Optimise --------------------------------------------------------------------------------------------------
@@ -113,17 +125,19 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
 
         # 3.2 empty-space skipping
         if step % OCCUPANCY_EVERY == 0:
-            occupancy.update(lambda p: field(p, with_colour=False)[0], delta, g)
+            with counter.timed("optimisation", device):
+                occupancy.update(lambda p: field(p, with_colour=False)[0], delta, g)
 
         # 3.3 targets
         update = schedule.update_at(step) if r.targets == "progressive" else None
         if update is not None:
-            _update_targets(field, guidance, cameras, targets, update, res, r, occupancy, g, device)
+            with counter.timed("targets", device):
+                _update_targets(field, guidance, cameras, targets, update, res, r, occupancy, g, device, counter)
+                if workdir is not None:
+                    save_targets(workdir, update.index, targets)
             current = update
-            if workdir is not None:
-                save_targets(workdir, update.index, targets)
             if callback:
-                with torch.no_grad():
+                with torch.no_grad(), counter.timed("previews", device):
                     preview = render_image(field, cameras[front].scaled(res), r.samples_per_ray, occupancy)["rgb"]
                 callback(DistillEvent("targets", step, r.steps, update.stage, update.t,
                                       losses[-1] if losses else float("nan"), _eta(t0, step - start, end - step),
@@ -131,21 +145,25 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
         views = torch.randperm(V, generator=g)[: min(r.batch_views, V)]
         if r.targets == "dynamic":
             t_dyn = schedule.timesteps[int(torch.randint(len(schedule.timesteps), (1,), generator=g))]
-            batch_targets = _dynamic_targets(field, guidance, cameras, views, t_dyn, res, r, occupancy, g, device)
+            with counter.timed("targets", device):
+                batch_targets = _dynamic_targets(field, guidance, cameras, views, t_dyn, res, r, occupancy, g,
+                                                 device, counter)
         else:
             batch_targets = targets[views.to(device)].float() / 255.0
 
         # 3.4 one optimisation step on a random patch
-        p = min(r.patch, res)
-        x0, y0 = (int(v) for v in torch.randint(0, max(res - p, 1), (2,), generator=g))
-        render, opacity = _render_patch(field, [cameras[int(i)].scaled(res) for i in views], x0, y0, p, r,
-                                        occupancy, g, device)
-        target = resize_targets(batch_targets, res)[:, :, y0:y0 + p, x0:x0 + p]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            loss, parts = distill_loss(render, target, opacity, lpips, r.lpips_weight, r.sparsity_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with counter.timed("optimisation", device):
+            p = min(r.patch, res)
+            x0, y0 = (int(v) for v in torch.randint(0, max(res - p, 1), (2,), generator=g))
+            render, opacity = _render_patch(field, [cameras[int(i)].scaled(res) for i in views], x0, y0, p, r,
+                                            occupancy, g, device, counter)
+            target = resize_targets(batch_targets, res)[:, :, y0:y0 + p, x0:x0 + p]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                loss, parts = distill_loss(render, target, opacity, lpips, r.lpips_weight, r.sparsity_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        counter.add(costs.NERF_STEPS)
         losses.append(parts["loss"])
 
         # 3.5 progress, cancellation, checkpoint
@@ -159,7 +177,9 @@ def distill(guidance: Guidance, cameras: Sequence[Camera], cfg: DistillConfig, *
 
     # 4. Done ------------------------------------------------------------------------------------------------------
     field.eval()
-    return DistillResult(field, occupancy, end, time.monotonic() - t0, losses, start)
+    if prior_counter is not None:
+        counter.merge(prior_counter.since(prior_before))
+    return DistillResult(field, occupancy, end, time.monotonic() - t0, losses, start, counter)
 
 
 def _eta(t0: float, done: int, remaining: int) -> Optional[float]:
@@ -172,45 +192,54 @@ def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
 
 
 def _render_views(field, guidance: Guidance, cameras: Sequence[Camera], views: Sequence[int], res: int, r: DistillConfig,
-                  occupancy: OccupancyGrid, g: torch.Generator, device: str) -> torch.Tensor:
+                  occupancy: OccupancyGrid, g: torch.Generator, device: str, counter: CostCounter) -> torch.Tensor:
     """Full renders of ``views`` at ``res`` in train mode (stratified, as the reference): float [B, 3, res, res].
     A guidance that declares ``uses_images = False`` (the unperturbed oracle) gets zeros instead."""
+    counter.add(costs.TARGET_VIEWS, len(views))
     if not getattr(guidance, "uses_images", True):
         return torch.zeros(len(views), 3, res, res, device=device)
-    out = []
-    with torch.no_grad():
+    out, renders = [], CostCounter()
+    with torch.no_grad(), counter.timed("target_renders", device):
         for i in views:
             rays = patch_rays(cameras[int(i)].scaled(res), 0, 0, res, device)
-            rgb = render_rays(field, rays, r.samples_per_ray, occupancy, stratified=True, generator=g)["rgb"]
+            rgb = render_rays(field, rays, r.samples_per_ray, occupancy, stratified=True, generator=g,
+                              counter=renders)["rgb"]
             out.append(rgb.T.reshape(3, res, res))
+    counter.merge(renders.counts)  # in the totals, and on their own: renders cost less per sample than training
+    counter.merge({"target_" + k: v for k, v in renders.counts.items()})
     return torch.stack(out)
 
 
 def _update_targets(field, guidance: Guidance, cameras: Sequence[Camera], targets: torch.Tensor,
                     update: TargetUpdate, res: int, r: DistillConfig, occupancy: OccupancyGrid,
-                    g: torch.Generator, device: str, batch: int = 8) -> None:
+                    g: torch.Generator, device: str, counter: CostCounter, batch: int = 8) -> None:
     """Refresh every view's target (in place, uint8): render -> prior at level ``update.t`` for ``n_steps``."""
+    counter.add(costs.TARGET_UPDATES)
     for lo in range(0, len(cameras), batch):
         views = torch.arange(lo, min(lo + batch, len(cameras)))
-        images = _render_views(field, guidance, cameras, views.tolist(), res, r, occupancy, g, device)
+        images = _render_views(field, guidance, cameras, views.tolist(), res, r, occupancy, g, device, counter)
         with torch.no_grad():
             out = guidance.targets(images, views, update.t, update.n_steps, generator=g)
         targets[lo:lo + len(views)] = (out.clamp(0, 1) * 255.0).round().to(torch.uint8).to(targets.device)
 
 
 def _dynamic_targets(field, guidance: Guidance, cameras: Sequence[Camera], views: torch.Tensor, t: int, res: int,
-                     r: DistillConfig, occupancy: OccupancyGrid, g: torch.Generator, device: str) -> torch.Tensor:
+                     r: DistillConfig, occupancy: OccupancyGrid, g: torch.Generator, device: str,
+                     counter: CostCounter) -> torch.Tensor:
     """The SDS-style baseline: fresh one-step targets for this batch at a random level ``t``."""
-    images = _render_views(field, guidance, cameras, views.tolist(), res, r, occupancy, g, device)
+    counter.add(costs.TARGET_UPDATES)
+    images = _render_views(field, guidance, cameras, views.tolist(), res, r, occupancy, g, device, counter)
     with torch.no_grad():
         return guidance.targets(images, views, t, 1, generator=g).float().to(device)
 
 
 def _render_patch(field, cams: Sequence[Camera], x0: int, y0: int, p: int, r: DistillConfig,
-                  occupancy: OccupancyGrid, g: torch.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+                  occupancy: OccupancyGrid, g: torch.Generator, device: str,
+                  counter: CostCounter) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable renders of the patch in every camera: (rgb float [B, 3, p, p], opacity float [B * p * p])."""
     bundles = [patch_rays(c, x0, y0, p, device) for c in cams]
     rays = RayBundle(torch.cat([b.origins for b in bundles]), torch.cat([b.dirs for b in bundles]))
-    out = render_rays(field, rays, r.samples_per_ray, occupancy, stratified=True, generator=g, chunk=1 << 30)
+    out = render_rays(field, rays, r.samples_per_ray, occupancy, stratified=True, generator=g, chunk=1 << 30,
+                      counter=counter)
     rgb = out["rgb"].view(len(cams), p, p, 3).permute(0, 3, 1, 2)
     return rgb, out["opacity"]

@@ -1,4 +1,4 @@
-"""The distillation loss (docs/joker-facts.md §4 "Training step"):
+"""The distillation loss (docs/REFERENCE.md §4 "Training step"):
     L = L1(render, target) + lambda_lpips LPIPS(render, target) + lambda_sparsity mean_rays sqrt(opacity^2 + 0.01)
 with the targets area-resized from the prior's resolution to the render resolution before the patch is cut."""
 

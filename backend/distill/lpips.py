@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
@@ -59,7 +58,7 @@ class LPIPS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x, y float [B, 3, H, W] in 0..1 -> float [B] distances."""
-        d = 0.0
+        d = torch.zeros((), device=x.device)  # a 0-dim tensor adopts the dtype of what is added to it
         for lin, fx, fy in zip(self.lins, self._feats(x), self._feats(y)):
             d = d + lin((fx - fy) ** 2).mean(dim=(1, 2, 3))
         return d

@@ -29,7 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend import costs
+from backend.prior.sampling import alphas_cumprod
+from backend.render import interpolate, rasterize_chunks
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera, pixel_rays
+from shared.morphable import load_default_rig, vertex_normals
 
 THIN_REGIONS = ("lacrimal", "eyeblend", "eye_occlusion", "eyelashes")  # shells that are no surface of their own
 LIGHT_DIR = np.array([0.35, 0.45, 0.82]) / np.linalg.norm([0.35, 0.45, 0.82])  # head frame, fixed to the head
@@ -50,15 +54,6 @@ def background(dirs: np.ndarray) -> np.ndarray:
     """The oracle's environment: a smooth function of the ray direction float [..., 3] -> colour [..., 3]."""
     base = np.array([0.55, 0.60, 0.66])
     return np.clip(base + 0.8 * dirs[..., 1:2] * np.array([0.6, 0.5, 0.3]) + 0.4 * dirs[..., 0:1], 0, 1)
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals float64 [V, 3]."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
 
 
 def procedural_albedo(v: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -91,14 +86,12 @@ def oracle_head(model, identity: Optional[Sequence[float]] = None, expressions: 
                                           if n in model.region_names])
     hair = skin & ((neutral[:, 1] > 0.075) | ((neutral[:, 2] < -0.06) & (neutral[:, 1] > -0.02)))
     albedo[hair] = (0.22, 0.15, 0.10)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, faces) @ LIGHT_DIR, 0.0, 1.0)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, faces, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
     return OracleHead(v, faces, procedural_albedo(neutral, albedo) * shade[:, None])
 
 
 def default_oracle_head(expressions: Optional[dict[str, float]] = None) -> OracleHead:
     """The default ICT rig (``shared.morphable.find_default_rig``) as the oracle head."""
-    from shared.morphable import load_default_rig
-
     return oracle_head(load_default_rig("ict"), expressions=expressions)
 
 
@@ -106,8 +99,6 @@ def render_oracle_views(head: OracleHead, cameras: Sequence[Camera],
                         radius: float = NERF_BOUND_RADIUS_M) -> np.ndarray:
     """Ground-truth images float32 [N, 3, H, W] in 0..1, rasterized in batches with ``backend.render`` (cameras
     of one size); surfaces outside the NeRF's bound count as background."""
-    from backend.render import interpolate, rasterize_chunks
-
     v = torch.from_numpy(np.ascontiguousarray(head.vertices, np.float32))
     f = torch.from_numpy(np.ascontiguousarray(head.faces, np.int64))
     colours = torch.from_numpy(np.ascontiguousarray(head.colours, np.float32))
@@ -128,12 +119,6 @@ def render_oracle(head: OracleHead, camera: Camera, radius: float = NERF_BOUND_R
     return render_oracle_views(head, [camera], radius)[0]
 
 
-def sd_alphas_cumprod() -> torch.Tensor:
-    """SD1.5's DDPM schedule: scaled-linear betas 0.00085 -> 0.012 over 1000 steps; float64 [1000]."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0)
-
-
 KEEP_SCALE_PX = 2.0  # at 64 px, level t keeps the input's structure coarser than 2 sqrt((1 - abar) / abar) px
 
 
@@ -144,14 +129,16 @@ class OracleGuidance:
                  seed: int = 0):
         self.resolution, self.perturb = int(resolution), float(perturb)
         self.truth = torch.from_numpy(render_oracle_views(head, [c.scaled(resolution) for c in cameras]))
-        self.alphas_cumprod = sd_alphas_cumprod()
+        self.alphas_cumprod = alphas_cumprod(dtype=torch.float64)  # SD1.5's schedule, as the prior's
         self.generator = torch.Generator().manual_seed(seed)
         self.uses_images = self.perturb > 0  # the exact oracle ignores the renders: the loop may skip them
+        self.counter = costs.CostCounter()  # prior evaluations it stands in for (views x DDIM steps)
 
     def targets(self, images: torch.Tensor, views: torch.Tensor, t: int, n_steps: int,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """See ``backend.guidance.Guidance.targets``; float [B, 3, resolution, resolution] in 0..1."""
         truth = self.truth[views.cpu()].to(images.device)
+        self.counter.add(costs.PRIOR_EVALS, views.numel() * int(n_steps))
         if self.perturb <= 0:
             return truth.clone()
         g = generator or self.generator

@@ -1,4 +1,4 @@
-"""The progressive target schedule (docs/joker-facts.md §4 "Noise levels", "When targets are updated", "Resolution").
+"""The progressive target schedule (docs/REFERENCE.md §4 "Noise levels", "When targets are updated", "Resolution").
 
 Levels: t_i = round(linspace(999, 0, levels + 1)[:levels]), i.e. 999, 989, ..., 10 for 100 levels.
 Stage 1: the first n1 = round(levels * stage1_fraction) levels, one target update each at steps 0, E, 2E, ...
@@ -64,6 +64,13 @@ class Schedule:
     def resolution_at(self, step: int) -> int:
         """Render resolution of ``step``: bisect on the milestones (the reference bisects [-1, 200, 3000, ...])."""
         return self.resolutions[bisect.bisect_right(self.milestones, step)]
+
+    def planned_prior_evals(self, n_views: int) -> dict[str, int]:
+        """Prior evaluations (one view at one DDIM step, all CFG branches) the plan asks for with ``n_views``
+        views: {"stage1": ..., "stage2": ..., "total": ...}. The paper's: 60 x 400 + 40 x 400 = 40,000."""
+        stage1 = sum(n_views * u.n_steps for u in self.updates if u.stage == 1)
+        stage2 = sum(n_views * u.n_steps for u in self.updates if u.stage == 2)
+        return {"stage1": stage1, "stage2": stage2, "total": stage1 + stage2}
 
     def stage_at(self, step: int) -> int:
         u = self.last_update_before(step)

@@ -8,11 +8,12 @@ is the head-frame point ``(x_i, y_j, z_k)``. Every field query is chunked so a G
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from backend.export.errors import ExportError
 from shared.conventions import NERF_BOUND_RADIUS_M
 
 Progress = Optional[Callable[[str, int, int], None]]
@@ -63,7 +64,7 @@ def query(fn: Callable[[torch.Tensor], torch.Tensor], points: np.ndarray, chunk:
 
 
 @torch.no_grad()
-def sample_density(field: object, grid: Grid, chunk: int, progress: Progress = None) -> np.ndarray:
+def sample_density(field: Any, grid: Grid, chunk: int, progress: Progress = None) -> np.ndarray:
     """Volume density sigma on the grid: float32 [R, R, R], index [i, j, k] = (x_i, y_j, z_k), per metre."""
     R = grid.resolution
     ax = grid.axis()
@@ -81,7 +82,6 @@ def sample_density(field: object, grid: Grid, chunk: int, progress: Progress = N
             progress("sample", s + 1, n_steps)
     if not np.isfinite(sigma).all():
         bad = int((~np.isfinite(sigma)).sum())
-        from backend.runner import JobFailed
-        raise JobFailed(f"the field returned {bad} non-finite densities",
-                        hint="the NeRF diverged; re-run the distillation (a lower learning rate or another seed)")
+        raise ExportError(f"the field returned {bad} non-finite densities",
+                          hint="the NeRF diverged; re-run the distillation (a lower learning rate or another seed)")
     return np.maximum(sigma, 0.0)

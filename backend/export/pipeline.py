@@ -15,11 +15,14 @@ from backend.export import fill as fill_mod
 from backend.export.complete import Completion
 from backend.export.grid import Grid, _field_device, query, sample_density
 from backend.export.iso import choose_iso_level
-from backend.runner import JobFailed
+from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
+from shared.conventions import HEAD_FRAME, HEAD_UNITS
+from shared.morphable import vertex_normals
+from shared.png import encode_png
 from shared.spec import check
 
-FRAME = "head (glTF +Y up, +Z out of the face)"
+FRAME = HEAD_FRAME  # re-exported by backend.export
 Progress = Optional[Callable[[str, int, int], None]]
 
 
@@ -49,7 +52,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     total)`` may raise (e.g. :class:`backend.runner.JobCancelled`) to stop the export between chunks.
     completion: the posed rig's body and the training views; with it the surface is completed from the rig where
     the views did not look, the result is one closed component, and texels the views saw poorly are filled
-    (``files["visibility.png"]`` holds the trust map). Raises :class:`backend.runner.JobFailed` when the field
+    (``files["visibility.png"]`` holds the trust map). Raises :class:`backend.export.errors.ExportError` when the field
     holds no surface.
     """
     cfg = check(cfg)
@@ -71,7 +74,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
             v, f = surface.marching_cubes(sigma, level, grid)
         del sigma
         if len(f) == 0:
-            raise JobFailed(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
+            raise ExportError(f"no surface at density {level:.4g}", hint="lower ExportConfig.iso or leave it unset")
         info["marching_cubes_faces"] = int(len(f))
     with _timed(t, "clean", progress):
         # a completed head is one component: nothing beside it is part of the head
@@ -81,7 +84,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
         if completion is not None:  # decimation can pinch off an inner cavity (a closed mouth's): drop it
             v, f, _ = surface.keep_head(v, f, grid, 2.0)
         info["open_edges"] = surface.open_edges(f)
-        n = surface.vertex_normals(v, f)  # on the welded mesh, so seams do not show in the shading
+        n = vertex_normals(v, f, area_weighted=True)  # on the welded mesh, so seams do not show in the shading
     with _timed(t, "unwrap", progress):
         uw = unwrap_mod.unwrap(v, f, cfg.texture, cfg.padding, cfg.uv_patches)
     positions, normals = v[uw.source], n[uw.source]
@@ -105,11 +108,11 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
         glb = write.write_glb(positions, normals, uw.faces, uw.uv, texture)
         files = _extra_files(cfg, positions, normals, uw, texture)
         if visibility is not None:
-            files["visibility.png"] = write.png_bytes(visibility)
+            files["visibility.png"] = encode_png(visibility)
     t["total"] = round(time.perf_counter() - t_start, 3)
     lo, hi = positions.min(0), positions.max(0)
     meta = {"faces": int(len(uw.faces)), "vertices": int(len(positions)), "texture": [cfg.texture, cfg.texture],
-            "units": "m", "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
+            "units": HEAD_UNITS, "frame": FRAME, "iso_level": level, **iso_info, **info, **clean_info,
             "charts": uw.charts, "uv_utilization": round(uw.utilization, 4), "texel_coverage": round(coverage, 4),
             "bbox_min_m": lo.round(5).tolist(), "bbox_max_m": hi.round(5).tolist(), "timings_s": t,
             "grid": cfg.resolution, "format": cfg.format, "completed": completion is not None}
@@ -121,8 +124,8 @@ def _iso_level(sigma: np.ndarray, grid: Grid, cfg: ExportConfig) -> tuple[float,
         return float(cfg.iso), {"iso_source": "override"}
     choice = choose_iso_level(sigma, grid.spacing)
     if not np.isfinite(choice.level):
-        raise JobFailed("the field is empty: no ray through the bound reaches opacity 1/2",
-                        hint="the distillation produced no head; check its previews, or set ExportConfig.iso")
+        raise ExportError("the field is empty: no ray through the bound reaches opacity 1/2",
+                          hint="the distillation produced no head; check its previews, or set ExportConfig.iso")
     return choice.level, {"iso_source": "auto", "iso_error": round(choice.error, 4),
                           "iso_opaque_rays": choice.opaque_rays}
 
@@ -132,4 +135,4 @@ def _extra_files(cfg: ExportConfig, positions: np.ndarray, normals: np.ndarray, 
     if cfg.format != "glb+obj":
         return {}
     obj, mtl = write.write_obj(positions, normals, uw.faces, uw.uv)
-    return {"joker_head.obj": obj, "joker_head.mtl": mtl, "joker_head.png": write.png_bytes(texture)}
+    return {"joker_head.obj": obj, "joker_head.mtl": mtl, "joker_head.png": encode_png(texture)}

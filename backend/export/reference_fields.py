@@ -8,7 +8,6 @@ and whose colour is a smooth known pattern, so a baked texture can be checked te
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch

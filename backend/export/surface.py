@@ -178,22 +178,3 @@ def split_pinches(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pos, label.reshape(F, 3)
 
 
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals: float32 [V, 3], never of zero length (glTF requires unit normals).
-
-    A vertex whose faces cancel or have no area (a needle left by decimation, an unreferenced vertex) takes the
-    unweighted mean of its faces' unit normals, else the direction from the mesh's centroid, else +Y."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
-    idx = f.reshape(-1)
-    n = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    length = np.linalg.norm(n, axis=1)
-    bad = length <= 1e-12 * max(float(length.max(initial=0.0)), 1e-30)
-    if bad.any():
-        unit = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-30)
-        alt = np.stack([np.bincount(idx, np.repeat(unit[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-        radial = v - v.mean(axis=0)
-        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-6, alt, radial)
-        alt = np.where(np.linalg.norm(alt, axis=1, keepdims=True) > 1e-12, alt, np.array([0.0, 1.0, 0.0]))
-        n[bad] = alt[bad]
-    n = n / np.linalg.norm(n, axis=1, keepdims=True)
-    return n.astype(np.float32)

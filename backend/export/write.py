@@ -8,7 +8,6 @@ Blender maps to a Principled BSDF with an Image Texture on Base Color.
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import trimesh
@@ -17,12 +16,6 @@ from PIL import Image
 MATERIAL_NAME = "joker_head"
 ROUGHNESS = 0.6  # skin-like; the NeRF colour has lighting baked in, so keep the specular modest
 GENERATOR = "joker-head backend.export"
-
-
-def png_bytes(texture: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(texture).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
 
 
 def write_glb(positions: np.ndarray, normals: np.ndarray, faces: np.ndarray, uv: np.ndarray,

@@ -1,5 +1,5 @@
 """The head NeRF: hash grid -> bias-free density and feature MLPs, softplus density with the blob bias, sigmoid
-colour, and a neural environment-map background (docs/joker-facts.md §4 "NeRF model").
+colour, and a neural environment-map background (docs/REFERENCE.md §4 "NeRF model").
 
 Frames and units: points are in the head frame in metres (``shared.conventions``). The bound is the reference's cube
 [-0.25, 0.25]^3 Joker units around the origin, i.e. ``NERF_BOUND_RADIUS_M``. The networks keep the reference's

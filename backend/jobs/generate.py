@@ -1,12 +1,16 @@
 """The ``generate`` job: a textured 3D head from the posed rig, the reference portrait and the prompt.
 
-1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations
+1. views: the reference grid (``shared.conventions.reference_grid``) with the config's azimuths x elevations, each
+   framed on the posed rig's landmarks as the reference frames them (``backend.jobs.views``)
 2. guidance: normal maps of every view -> the prior (joker / free), or the oracle prior (a known textured head)
 3. distillation (``backend.distill.distill``), checkpointed in the job's workdir; ``ctx.resume`` continues it
 4. renders of the result (a contact sheet of five views) and 5. export to GLB (``backend.export.export_field``)
 
 Progress stages: "normals", "prior", "distill" (metrics loss, level = the noise level t, distill_stage = 1 or 2;
 a preview render at each target update; ETA), "export". Cancellation lands in any progress call.
+The result's ``meta["costs"]`` holds what the job did (``backend.costs``: prior passes per sample, VAE images, NeRF
+steps, ray samples) and wall seconds per stage (normals, prior_load, targets, optimisation, export), and
+``meta["peak_cuda_gib"]`` the peak GPU memory on CUDA.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from backend.costs import CostCounter, peak_cuda_gib, reset_peak_cuda
+from backend.jobs.photos import read_reference
+from backend.jobs.views import distill_views
+from backend.prior import load_prior
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
-from shared.conventions import REFERENCE_RES, Camera, orbit_camera, reference_grid
+from shared.conventions import HEAD_FRAME, HEAD_UNITS, Camera, orbit_camera
 from shared.jobs import JOB_KINDS, GenerateParams
+from shared.morphable import RigNotFound, load_default_rig, vertex_normals
+from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
 from shared.spec import to_dict
 
 PROGRESS_EVERY_S = 0.5  # step events are throttled to this interval (cancellation is checked every step)
@@ -38,9 +49,15 @@ class GenerateRunner:
         from backend.distill import distill
 
         r = params.distill.resolved()
+        counter = CostCounter()
+        reset_peak_cuda(ctx.device)
         vertices, faces = _mesh(inputs)
-        cameras = reference_grid(REFERENCE_RES, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
-        guidance = (self._guidance_factory or self._guidance)(params, inputs, vertices, faces, cameras, ctx)
+        cameras, view_framing = distill_views(params.rig, vertices, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
+        if self._guidance_factory is not None:
+            with counter.timed("prior_load", ctx.device):
+                guidance = self._guidance_factory(params, inputs, vertices, faces, cameras, ctx)
+        else:
+            guidance = self._guidance(params, inputs, vertices, faces, cameras, ctx, counter)
         lpips, notes = self._lpips(r.lpips_weight, ctx)
         started, last = time.monotonic(), [0.0]
 
@@ -56,51 +73,59 @@ class GenerateRunner:
 
         result = distill(guidance, cameras, params.distill, device=ctx.device, lpips=lpips, seed=params.seed,
                          workdir=Path(ctx.workdir) / "distill", resume=ctx.resume, callback=on_event,
-                         implementation=self.implementation)
+                         implementation=self.implementation, counter=counter)
         sheet = render_sheet(result.field, result.occupancy, r.resolutions[-1], r.samples_per_ray)
         artifacts = [Artifact("renders.png", "image/png", _png(sheet))]
         meta = {"preset": params.distill.preset, "distill": to_dict(r), "mode": params.prior.mode,
                 "steps": result.steps, "resumed_from": result.resumed_from, "distill_s": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None, "notes": notes,
-                "units": "metres", "frame": "head (+Y up, +Z out of the face)"}
-        glb, export_meta, files = self._export(result.field, params, ctx, cameras)
+                "units": HEAD_UNITS, "frame": HEAD_FRAME, "view_framing": view_framing}
+        with counter.timed("export", ctx.device):
+            glb, export_meta, files = self._export(result.field, params, ctx, cameras)
         if glb is not None:
             artifacts.insert(0, Artifact("head.glb", "model/gltf-binary", glb))
         if "visibility.png" in files:  # which texels the views saw (255) and which the export completed (0)
             artifacts.append(Artifact("visibility.png", "image/png", files["visibility.png"]))
         meta["export"] = export_meta
         meta["total_s"] = round(time.monotonic() - started, 1)
+        meta["costs"] = counter.as_dict()
+        meta["peak_cuda_gib"] = peak_cuda_gib(ctx.device)
         return JobResult(meta, artifacts)
 
     # --- 2. guidance ------------------------------------------------------------------------------------------------
     def _guidance(self, params: GenerateParams, inputs: dict[str, Input], vertices: np.ndarray, faces: np.ndarray,
-                  cameras: list[Camera], ctx: JobContext):
+                  cameras: list[Camera], ctx: JobContext, counter: CostCounter):
         r = params.distill.resolved()
         if params.prior.mode == "oracle":
             from backend.distill.oracle import OracleGuidance
 
             ctx.progress("prior", 0, 1, "oracle prior: rendering the known head from every view")
-            guidance = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
+            with counter.timed("prior_load"):
+                oracle = OracleGuidance(oracle_head_for(params, vertices, faces), cameras, r.resolutions[-1])
             ctx.progress("prior", 1, 1, "oracle prior ready")
-            return guidance
+            return oracle
         import torch
 
-        from backend.jobs.preview import read_reference
-        from backend.prior import load_prior
         from backend.prior.guidance import PriorGuidance
         from backend.render import render_normal_maps
 
         ctx.progress("prior", 0, 1, f"loading the {params.prior.mode} prior")
-        prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
+        with counter.timed("prior_load", ctx.device):
+            prior = load_prior(params.prior, self.models_dir, ctx.device)  # JobFailed names missing files
         ctx.progress("normals", 0, len(cameras), "rendering normal maps of every view")
         views = [c.scaled(prior.resolution) for c in cameras]
-        maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
+        with counter.timed("normals", ctx.device):
+            maps = render_normal_maps(torch.from_numpy(vertices), torch.from_numpy(faces), views, device=ctx.device)
         ctx.progress("normals", len(cameras), len(cameras), "normal maps ready")
         reference = None
         if inputs.get("reference") is not None:
-            reference = torch.from_numpy(read_reference(inputs["reference"], prior.resolution))[None]
-        return PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
-                             cfg=params.cfg)
+            ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
+            reference = torch.from_numpy(ref)[None]
+        with counter.timed("prior_load", ctx.device):  # text, reference and control encodings are prior set-up
+            guidance = PriorGuidance(prior, maps.cpu().numpy(), reference, params.prompt, params.negative_prompt,
+                                     cfg=params.cfg)
+        counter.merge(prior.counter.snapshot())  # this job's prior: its set-up (the reference's encode) counts too
+        return guidance
 
     # --- 3. LPIPS ----------------------------------------------------------------------------------------------------
     def _lpips(self, weight: float, ctx: JobContext):
@@ -108,9 +133,8 @@ class GenerateRunner:
         if weight <= 0:
             return None, []
         from backend.distill.lpips import LPIPS, WEIGHTS_NAME, find_lpips_weights
-        from shared.paths import models_dir
 
-        root = Path(self.models_dir or models_dir())
+        root = Path(self.models_dir or default_models_dir())
         path = find_lpips_weights(root)
         if path is None:
             note = (f"LPIPS weights are not at {root / WEIGHTS_NAME}: distilling with L1 alone (see "
@@ -122,7 +146,8 @@ class GenerateRunner:
     # --- 5. export -----------------------------------------------------------------------------------------------------
     def _export(self, field, params: GenerateParams, ctx: JobContext, cameras: list[Camera]
                 ) -> tuple[Optional[bytes], dict, dict[str, bytes]]:
-        from backend.export import export_field
+        from backend.export import export_field  # the package imports torch, trimesh and xatlas
+        from backend.export.errors import ExportError
 
         def progress(stage: str, step: int, total: int) -> None:
             ctx.progress("export", step, total, stage)
@@ -130,8 +155,8 @@ class GenerateRunner:
         completion = completion_for(params, cameras)
         try:
             out = export_field(field, params.export, progress=progress, completion=completion)
-        except JobFailed as e:
-            raise JobFailed(f"export: {e}", e.hint, e.code) from e
+        except ExportError as e:
+            raise ExportError(f"export: {e}", e.hint, e.code) from e
         if completion is None:
             out.meta["completion_note"] = (f"the backend has no rig named {params.rig.model!r}: the head is exported "
                                            "as the views saw it, without completion behind and above")
@@ -142,7 +167,6 @@ def completion_for(params: GenerateParams, cameras: list[Camera]):
     """The posed rig's closed body and the training views (``backend.export.Completion``), or None when the backend
     does not have the named rig (then the export keeps what the views saw)."""
     from backend.export import Completion, rig_body
-    from shared.morphable import RigNotFound, load_default_rig
 
     rig = params.rig
     try:
@@ -155,8 +179,7 @@ def completion_for(params: GenerateParams, cameras: list[Camera]):
 
 def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndarray):
     """The oracle's head: the named rig posed as the request says when the backend has it, else the sent mesh."""
-    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, vertex_normals, LIGHT_DIR
-    from shared.morphable import RigNotFound, load_default_rig
+    from backend.distill.oracle import OracleHead, oracle_head, procedural_albedo, LIGHT_DIR
 
     rig = params.rig
     try:
@@ -166,7 +189,7 @@ def oracle_head_for(params: GenerateParams, vertices: np.ndarray, faces: np.ndar
     if model is not None:
         return oracle_head(model, rig.identity or None, dict(rig.expressions) or None, rig.pose, rig.gaze)
     v, f = vertices.astype(np.float64), faces.astype(np.int64)
-    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f) @ LIGHT_DIR, 0.0, 1.0)
+    shade = 0.35 + 0.65 * np.clip(vertex_normals(v, f, area_weighted=True) @ LIGHT_DIR, 0.0, 1.0)
     return OracleHead(v, f, procedural_albedo(v, np.tile([0.80, 0.58, 0.47], (len(v), 1))) * shade[:, None])
 
 
@@ -194,6 +217,4 @@ def _mesh(inputs: dict[str, Input]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from backend.jobs.preview import png_bytes
-
-    return png_bytes(image)
+    return encode_png(image)

@@ -2,25 +2,32 @@
 
 1. render the normal map of the view (``backend.render.render_normal_maps``, camera ``shared.conventions.orbit_camera``)
 2. load the prior (kept per device between jobs: loading SD1.5-size weights takes far longer than a preview)
-3. encode the reference portrait (optional: without one, text and normals alone drive the image)
+3. encode the reference portrait (optional: without one, text and normals alone drive the image), framed on the
+   face's landmarks as the prior was trained (``backend.jobs.photos.read_reference``) unless the request asks for
+   a centre crop
 4. denoise with progress per step (cancellation lands there), decode, return image.png and normals.png
 """
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
+from backend.jobs.photos import read_reference
+from backend.jobs.views import framed
+from backend.prior import load_prior
+from backend.prior.layout import single_file
 from backend.runner import Artifact, Input, JobContext, JobFailed, JobResult
 from shared.config.prior import PriorConfig
 from shared.conventions import Camera, normals_to_control, orbit_camera
 from shared.jobs import JOB_KINDS, PreviewParams
-from shared.protocol import Png
+from shared.paths import models_dir as default_models_dir
+from shared.png import encode_png
+from shared.spec import to_dict
 
 RenderNormals = Callable[[np.ndarray, np.ndarray, list[Camera]], Any]  # -> uint8 [N, H, W, 3]
 
@@ -31,31 +38,6 @@ def _default_render(vertices: np.ndarray, faces: np.ndarray, cameras: list[Camer
     return render_normal_maps(vertices, faces, cameras)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def read_reference(payload: Union[Png, bytes], resolution: int) -> np.ndarray:
-    """The ``reference`` input (a protocol Png, as the server hands it, or PNG bytes) -> float32 [3, R, R] in 0..1:
-    centre square crop, Lanczos resize (the reference was trained on 512 face crops; frame the face for identity)."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = payload.data if isinstance(payload, Png) else bytes(payload)
-    try:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise JobFailed(f"inputs.reference: expected a PNG image, could not decode it ({e})",
-                        "send the portrait as PNG", code="invalid_input") from e
-    w, h = image.size
-    s = min(w, h)
-    image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    image = image.resize((resolution, resolution), Image.LANCZOS)
-    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 class PreviewRunner:
@@ -70,11 +52,6 @@ class PreviewRunner:
 
     def prior(self, config: PriorConfig, device: str) -> Any:
         """The loaded prior for ``config`` on ``device`` (reused while the config's model fields stay the same)."""
-        from backend.prior import load_prior
-        from backend.prior.layout import single_file
-        from shared.paths import models_dir as default_models_dir
-        from shared.spec import to_dict
-
         key = tuple(sorted(to_dict(config).items()))
         root = Path(self.models_dir or default_models_dir())
         own = single_file(root, config.base_model)
@@ -104,7 +81,7 @@ class PreviewRunner:
             normals = self._normal_map(inputs, params, prior.resolution)
             reference = None
             if inputs.get("reference") is not None:
-                ref = read_reference(inputs["reference"], prior.resolution)
+                ref = read_reference(inputs["reference"], prior.resolution, params.reference_framing, ctx)
                 reference = prior.prepare_reference(torch.from_numpy(ref)[None])
             control = prior.prepare_control(torch.from_numpy(normals_to_control(normals))[None])
             started = time.monotonic()
@@ -119,9 +96,10 @@ class PreviewRunner:
         rgb = (image[0].permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
         meta = {"seed": params.seed, "steps": params.steps, "sampler": params.sampler, "cfg": params.cfg,
                 "mode": params.prior.mode, "resolution": prior.resolution, "reference": reference is not None,
+                "reference_framing": params.reference_framing if reference is not None else None,
                 "az_deg": params.az_deg, "el_deg": params.el_deg}
-        return JobResult(meta, [Artifact("image.png", "image/png", png_bytes(rgb)),
-                                Artifact("normals.png", "image/png", png_bytes(normals))])
+        return JobResult(meta, [Artifact("image.png", "image/png", encode_png(rgb)),
+                                Artifact("normals.png", "image/png", encode_png(normals))])
 
     def _normal_map(self, inputs: dict[str, Input], params: PreviewParams, resolution: int) -> np.ndarray:
         """uint8 [R, R, 3] normal map of the posed mesh seen from (az, el)."""
@@ -131,7 +109,8 @@ class PreviewRunner:
             raise JobFailed(f"inputs.faces: expected indices in [0, {len(vertices)}), received "
                             f"[{faces.min()}, {faces.max()}]", "send faces that index the vertices array",
                             code="invalid_input")
-        camera = orbit_camera(params.az_deg, params.el_deg, res=resolution)
+        # framed on the rig's landmarks as the prior's training views were (centred for other meshes)
+        camera = framed([orbit_camera(params.az_deg, params.el_deg, res=resolution)], params.rig, vertices)[0][0]
         maps = self._render(vertices, faces, [camera])
         maps = maps.cpu().numpy() if hasattr(maps, "cpu") else np.asarray(maps)
         return np.ascontiguousarray(maps[0], dtype=np.uint8)

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Optional
 
 from shared.config.prior import PriorConfig
+from shared.paths import models_dir as default_models_dir
 
 
 def load_prior(config: PriorConfig, models_dir: Optional[Path] = None, device: Optional[str] = None):
     """Load the prior ``config`` asks for from ``models_dir`` (default ``shared.paths.models_dir()``) onto
-    ``device`` (default: CUDA when present). Missing files raise ``backend.runner.JobFailed`` naming them."""
+    ``device`` (default: CUDA when present). Missing files raise ``backend.prior.errors.PriorError`` naming them."""
     import torch
 
-    from backend.prior.loading import load_modules
+    from backend.prior.loading import load_modules  # both import torch and diffusers: only when a prior loads
     from backend.prior.prior import JokerPrior
-    from shared.paths import models_dir as default_models_dir
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     modules = load_modules(config.mode, Path(models_dir or default_models_dir()), config.base_model)

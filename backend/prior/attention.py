@@ -1,4 +1,4 @@
-"""Reference attention through diffusers' attention-processor API (joker-facts §2).
+"""Reference attention through diffusers' attention-processor API (docs/REFERENCE.md §2).
 
 The reference UNet runs on the un-noised reference latent; every self-attention layer (``*.attn1``) records its input
 tokens, i.e. ``norm1(x)`` of its ``BasicTransformerBlock``. The denoiser's ``attn1`` then attends over
@@ -22,7 +22,7 @@ from torch import nn
 
 
 class ReferenceRecorded(Exception):
-    """Raised after the last recorded layer so the reference UNet skips its unused tail (joker-facts §2)."""
+    """Raised after the last recorded layer so the reference UNet skips its unused tail (docs/REFERENCE.md §2)."""
 
 
 class ReferenceBank:

@@ -2,7 +2,7 @@
 
 Per target update the distillation calls ``targets(renders, views, t, n_steps)``; the text embeddings, every view's
 ControlNet input and the reference latents are prepared once here, and the reference features for level t are
-computed once and shared by all views and calls at that t (joker-facts §4: cfg 19, [cond, uncond] = [caption, ""],
+computed once and shared by all views and calls at that t (docs/REFERENCE.md §4: cfg 19, [cond, uncond] = [caption, ""],
 normal map in both branches, reference in both branches).
 """
 
@@ -35,6 +35,11 @@ class PriorGuidance:
         self._maps = maps  # kept on the CPU as uint8: 400 views x 512^2 x 3 = 315 MB
         self.text = prior.text_pair(prompt, negative_prompt, cfg)  # [2 or 1, 77, D]
         self.reference = None if reference is None else prior.prepare_reference(reference)
+
+    @property
+    def counter(self):
+        """The prior's :class:`backend.costs.CostCounter` (the distillation loop reports a run's share of it)."""
+        return self.prior.counter
 
     @property
     def n_views(self) -> int:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
+from shared.paths import models_dir as default_models_dir
 
 SD15_DIR = "stable-diffusion-v1-5"
 VAE_DIR = "sd-vae-ft-mse"
@@ -18,7 +19,7 @@ CHECKSUMS = "checksums.json"  # sha256 of every fetched file, written by fetch-m
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_normalbae"
-# The authors' share (joker-facts): assets.zip holds the checkpoint at this member path.
+# The authors' share (docs/REFERENCE.md §1): assets.zip holds the checkpoint at this member path.
 JOKER_SHARE_URL = "https://keeper.mpdl.mpg.de/d/ef36c2fe25944366a088/files/?p=%2Fassets.zip&dl=1"
 JOKER_ZIP_MEMBER = "assets/joker/pretrained/bfm_ft_NersembleCelebvtext_230000.bin"
 
@@ -82,8 +83,6 @@ def mode_files(mode: str, base_model: str = SD15_DIR) -> list[ModelFile]:
 
 
 def fetch_command(mode: str, models_dir: Path) -> str:
-    from shared.paths import models_dir as default_models_dir
-
     extra = "" if Path(models_dir) == default_models_dir() else f" --models-dir {models_dir}"
     return f"joker-head fetch-models --mode {mode}{extra}"
 
@@ -100,13 +99,13 @@ def missing_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> li
 
 
 def require_files(mode: str, models_dir: Path, base_model: str = SD15_DIR) -> None:
-    """Raise a :class:`JobFailed` that lists exactly which files are missing, where, and how to fetch them."""
+    """Raise a :class:`PriorError` that lists exactly which files are missing, where, and how to fetch them."""
     missing = missing_files(mode, models_dir, base_model)
     if not missing:
         return
     listing = "\n".join(f"  {p}" for p in missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-    raise JobFailed(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}",
-                    missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
+    raise PriorError(f"the {mode} prior is missing {len(missing)} file(s) under {models_dir}:\n{listing}",
+                     missing_hint(mode, models_dir, base_model, missing), code="missing_weights")
 
 
 def missing_hint(mode: str, models_dir: Path, base_model: str, missing: list[Path]) -> str:

@@ -1,4 +1,4 @@
-"""Loading the prior's modules for each mode (joker-facts §1 for the official checkpoint's traps).
+"""Loading the prior's modules for each mode (docs/REFERENCE.md §1 for the official checkpoint's traps).
 
 joker: the official checkpoint (a torch pickle, read with ``weights_only=True``) for text encoder, UNets and
        ControlNet; architecture configs, tokenizer and scheduler from the SD1.5 folder; the VAE from sd-vae-ft-mse
@@ -14,67 +14,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from backend.prior import layout
 from backend.prior.models import (JOKER_CONTROL, NORMALBAE_CONTROL, PriorModules, joker_controlnet,
                                   rename_legacy_vae_keys, split_official, text_encoder_keys)
-from backend.runner import JobFailed
-
-
-class CheckpointError(JobFailed):
-    """The official checkpoint does not match the architecture (lists missing and unexpected keys)."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message, hint or "check that the file is bfm_ft_NersembleCelebvtext_230000.bin from the "
-                                          "authors' share; fetch it again with `joker-head fetch-models --mode joker`",
-                         code="bad_checkpoint")
-
-
-def _key_list(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(sorted(keys)[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], component: str, hint: str = "") -> nn.Module:
-    """Load ``sd`` into ``module`` (possibly on the meta device) strictly; a mismatch names the keys."""
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{component}: the checkpoint does not match the model: "
-                              f"missing keys [{_key_list(missing)}]; unexpected keys [{_key_list(unexpected)}]", hint)
-    try:
-        module.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{component}: {e}", hint) from e
-    return module
-
-
-def read_checkpoint(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
-    """A torch checkpoint as a flat {key: tensor} (a top-level ``state_dict`` unwrapped); never unpickles arbitrary
-    objects (``weights_only=True``)."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corrupt zip is the same user problem
-        raise CheckpointError(f"cannot read {path} as a tensor-only torch checkpoint: {e}", hint) from e
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors", hint)
-    return sd
+# CheckpointError and read_checkpoint are re-exported: callers know them from here.
+from backend.prior.checkpoint import CheckpointError, _empty, _key_list, load_strict, read_checkpoint  # noqa: F401
+from backend.prior.errors import PriorError
+from backend.prior.single_file import load_single_file
 
 
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
-
-
-def _empty(build):
-    """Build a module without allocating its parameters (they arrive from the checkpoint with assign=True)."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):
-        return build()
 
 
 def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: str = "ft-mse") -> PriorModules:
@@ -83,10 +33,10 @@ def load_joker(models_dir: Path, base_model: str = layout.SD15_DIR, vae_source: 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if layout.is_single_file(base_model):  # an error rather than silently running other weights than asked for
-        raise JobFailed(f"prior.base_model: {base_model!r} is a single-file fine-tune, which only the free prior uses; "
-                        "the joker prior's UNets, ControlNet and text encoder all come from the authors' checkpoint",
-                        f'set prior.mode = "free" to use the fine-tune, or prior.base_model = "{layout.SD15_DIR}" '
-                        "for the joker prior", code="invalid_field")
+        raise PriorError(f"prior.base_model: {base_model!r} is a single-file fine-tune, which only the free prior uses; "
+                         "the joker prior's UNets, ControlNet and text encoder all come from the authors' checkpoint",
+                         f'set prior.mode = "free" to use the fine-tune, or prior.base_model = "{layout.SD15_DIR}" '
+                         "for the joker prior", code="invalid_field")
     layout.require_files("joker", models_dir, base_model)
     sd_dir = layout.base_model_dir(models_dir, base_model)
     parts, unknown = split_official(read_checkpoint(Path(models_dir) / layout.JOKER_CHECKPOINT))
@@ -118,8 +68,6 @@ def load_free(models_dir: Path, base_model: str = layout.SD15_DIR) -> PriorModul
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from backend.prior.single_file import load_single_file
-
     layout.require_files("free", models_dir, base_model)
     single = layout.single_file(models_dir, base_model)
     sd_dir = Path(models_dir) / layout.SD15_DIR if single else layout.base_model_dir(models_dir, base_model)
@@ -142,5 +90,5 @@ def load_modules(mode: str, models_dir: Path, base_model: str = layout.SD15_DIR)
         return load_joker(models_dir, base_model)
     if mode == "free":
         return load_free(models_dir, base_model)
-    raise JobFailed(f"prior.mode: expected joker or free, received {mode!r}",
-                    "the oracle prior is a test prior for distillation and has no 2D model", code="invalid_field")
+    raise PriorError(f"prior.mode: expected joker or free, received {mode!r}",
+                     "the oracle prior is a test prior for distillation and has no 2D model", code="invalid_field")

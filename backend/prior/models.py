@@ -1,4 +1,4 @@
-"""The prior's modules, how they are built from configs, and the official checkpoint's key layout (joker-facts §1).
+"""The prior's modules, how they are built from configs, and the official checkpoint's key layout (docs/REFERENCE.md §1).
 
 ``PriorModules`` is what every loading mode produces: CLIP text transformer, VAE, denoising UNet, reference UNet
 (the same object as the denoiser in the training-free variant), an optional ControlNet, the scheduler config, and
@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-# joker-facts §1: the official ControlNet = ControlNetModel.from_unet(ref_unet, conditioning_channels=3) with this
+# docs/REFERENCE.md §1: the official ControlNet = ControlNetModel.from_unet(ref_unet, conditioning_channels=3) with this
 # conditioning embedding (three stride-2 stages: 512 px -> 64 latent px).
 JOKER_CONTROL_EMBEDDING = (16, 32, 96, 256)
 VAE_SCALING_FACTOR = 0.18215  # sd-vae-ft-mse, the diffusers default

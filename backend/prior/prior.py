@@ -6,7 +6,7 @@ the result):
     ε̂ = ε_u + w (ε_c - ε_u),   ε_b = UNet(x_t, t, text_b, ControlNet(x_t, t, text_b, control), ref_b(t))
 
 where ref_b(t) are the reference UNet's attn1 inputs for the un-noised reference latent at the same t and the same
-text as branch b (joker-facts §2): the reference stays in both branches, only the text is dropped. With
+text as branch b (docs/REFERENCE.md §2): the reference stays in both branches, only the text is dropped. With
 ``reference_cache`` the reference UNet runs once per (t, branch) and its tokens (and their K/V projections) serve
 every view of the batch and every call at that t; without it, it runs for every denoiser row at every call, as the
 authors' code does. Both give the same numbers.
@@ -21,10 +21,11 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from backend import costs
 from backend.prior.attention import ReferenceBank, ReferenceRecorded, install_reference_attention
 from backend.prior.models import PriorModules
 from backend.prior.sampling import add_noise, alphas_cumprod, ddim_step, make_scheduler, truncated_timesteps
-from backend.runner import JobFailed
+from backend.prior.errors import PriorError
 
 StepCallback = Callable[[int, int], None]  # (steps done, total); may raise to cancel
 
@@ -38,14 +39,14 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def out_of_memory_as_job_error() -> Iterator[None]:
-    """CUDA out-of-memory -> a :class:`JobFailed` the server reports while it lives on."""
+    """CUDA out-of-memory -> a :class:`PriorError` the server reports while it lives on."""
     try:
         yield
     except torch.cuda.OutOfMemoryError as e:
         torch.cuda.empty_cache()
-        raise JobFailed(f"the GPU ran out of memory in the prior: {str(e).splitlines()[0]}",
-                        "set prior.attention_slicing to on, use fewer views per batch or fp16/bf16, or close other "
-                        "GPU programs", code="out_of_memory") from e
+        raise PriorError(f"the GPU ran out of memory in the prior: {str(e).splitlines()[0]}",
+                         "set prior.attention_slicing to on, use fewer views per batch or fp16/bf16, or close other "
+                         "GPU programs", code="out_of_memory") from e
 
 
 @dataclass
@@ -79,11 +80,12 @@ class JokerPrior:
         self.bank.stop_after = None if compile else layers[-1]  # the ref UNet's tail after it is unused
         self.unet, self.ref_unet, self.controlnet = modules.unet, modules.ref_unet, modules.controlnet
         if compile:
-            self.unet, self.controlnet = torch.compile(self.unet), self.controlnet and torch.compile(self.controlnet)
+            self.unet, self.controlnet = torch.compile(self.unet), self.controlnet and torch.compile(self.controlnet)  # type: ignore[assignment]  # same call interface
         self.ac = alphas_cumprod(modules.scheduler_config).to(self.device)
         self.vae_scale = 2 ** (len(modules.vae.config.block_out_channels) - 1)
         self.resolution = modules.unet.config.sample_size * self.vae_scale  # 512 for SD1.5
         self._ref_key: Optional[tuple] = None
+        self.counter = costs.CostCounter()  # network passes per sample, added where each network runs
 
     # --- encoders ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -100,6 +102,7 @@ class JokerPrior:
         vae = self.m.vae
         dist = vae.encode((images * 2 - 1).to(self.device, vae.dtype)).latent_dist
         z = dist.sample(generator) if sample else dist.mean
+        self.counter.add(costs.VAE_ENCODES, images.shape[0])
         return (z * vae.config.scaling_factor).to(self.dtype)
 
     @torch.no_grad()
@@ -107,6 +110,7 @@ class JokerPrior:
         """latents [N, 4, h, w] -> float32 images [N, 3, 8h, 8w] in 0..1."""
         vae = self.m.vae
         x = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
+        self.counter.add(costs.VAE_DECODES, latents.shape[0])
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
     def prepare_control(self, normals: torch.Tensor) -> torch.Tensor:
@@ -139,6 +143,7 @@ class JokerPrior:
         z = z.repeat(groups, 1, 1, 1)  # [G * n_ref, 4, h, w], group-major
         self.bank.clear()
         self.bank.mode = "record"
+        self.counter.add(costs.REF_UNET, z.shape[0])
         try:
             self.ref_unet(z, t, encoder_hidden_states=text.repeat_interleave(n_ref, dim=0))
         except ReferenceRecorded:
@@ -174,6 +179,7 @@ class JokerPrior:
         use_reference = reference is not None and self.reference_attention
         rows = self._reference_rows(reference, text, t, batch) if use_reference else None
         e = self._eps_rows(x_in, t, text_rows, control_rows, rows)
+        self.counter.add(costs.PRIOR_EVALS, batch)
         if groups == 1:
             return e
         e_uncond, e_cond = e.chunk(2)
@@ -185,8 +191,10 @@ class JokerPrior:
         if self.controlnet is not None and control is not None and self.controlnet_scale > 0:
             down, mid = self.controlnet(x, t, encoder_hidden_states=text, controlnet_cond=control,
                                         conditioning_scale=self.controlnet_scale, guess_mode=False, return_dict=False)
+            self.counter.add(costs.CONTROLNET, x.shape[0])
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         self.bank.rows, self.bank.mode = rows, ("read" if rows is not None else "off")
+        self.counter.add(costs.UNET, x.shape[0])
         try:
             return self.unet(x, t, encoder_hidden_states=text, **residuals).sample
         finally:
@@ -202,7 +210,7 @@ class JokerPrior:
                  reference: Optional[Reference] = None, steps: int = 100, cfg: float = 3.0, sampler: str = "pndm",
                  generator: Optional[torch.Generator] = None, batch: int = 1,
                  callback: Optional[StepCallback] = None) -> torch.Tensor:
-        """Images [B, 3, R, R] in 0..1 from pure noise (joker-facts §3: PNDM 100 steps, cfg 3 by default).
+        """Images [B, 3, R, R] in 0..1 from pure noise (docs/REFERENCE.md §3: PNDM 100 steps, cfg 3 by default).
         control: [B, 3, R, R] from :meth:`prepare_control` (B sets the batch) or None (then ``batch``)."""
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -244,7 +252,7 @@ class JokerPrior:
                        control: Optional[torch.Tensor], reference: Optional[Reference], cfg: float,
                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Renders [B, 3, H, W] 0..1 -> targets [B, 3, R, R] 0..1: upsample (bilinear), encode (posterior sample),
-        noise to t with fresh ε per view, truncated DDIM, decode (joker-facts §4 "one target update")."""
+        noise to t with fresh ε per view, truncated DDIM, decode (docs/REFERENCE.md §4 "one target update")."""
         from diffusers.utils.torch_utils import randn_tensor
 
         x = images.to(self.device, torch.float32)

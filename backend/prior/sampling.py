@@ -1,4 +1,4 @@
-"""Noise schedules and the DDIM update used by distillation (joker-facts §3-4).
+"""Noise schedules and the DDIM update used by distillation (docs/REFERENCE.md §3-4).
 
 Notation (DDIM, Song et al. 2021, eq. 12 with eta = 0):
     ᾱ_t      alphas_cumprod[t] of SD1.5's DDPM schedule (scaled-linear betas 0.00085 -> 0.012, 1000 steps)
@@ -15,12 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.prior.models import SD15_SCHEDULER_CONFIG
 
-def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
-    """float32 [1000] ᾱ of the config's DDPM schedule (the same betas PNDM and DDIM use)."""
+
+def alphas_cumprod(scheduler_config: dict[str, Any] = SD15_SCHEDULER_CONFIG,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[T] ᾱ of the config's DDPM schedule (the same betas PNDM and DDIM use); SD1.5's by default.
+
+    The one place the schedule is computed. SD1.5's "scaled_linear" betas are computed here exactly as diffusers'
+    ``DDPMScheduler`` does (bit-identical in float32; ``dtype`` float64 for references), without importing diffusers;
+    any other schedule goes through diffusers."""
+    c = scheduler_config
+    if c.get("beta_schedule") == "scaled_linear" and c.get("trained_betas") is None:
+        betas = torch.linspace(c.get("beta_start", 0.0001) ** 0.5, c.get("beta_end", 0.02) ** 0.5,
+                               int(c.get("num_train_timesteps", 1000)), dtype=dtype) ** 2
+        return torch.cumprod(1.0 - betas, dim=0)
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.to(torch.float32)
+    return DDPMScheduler.from_config(c).alphas_cumprod.to(dtype)
 
 
 def make_scheduler(sampler: str, scheduler_config: dict[str, Any]) -> Any:

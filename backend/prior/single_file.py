@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from backend.prior.loading import CheckpointError, _empty, _key_list, load_strict, read_checkpoint
+from backend.prior.checkpoint import CheckpointError, _empty, _key_list, load_strict, read_checkpoint
 from backend.prior.models import text_encoder_keys
 
 log = logging.getLogger(__name__)

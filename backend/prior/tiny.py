@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -115,6 +115,27 @@ def save_tiny_models(models_dir: Path, seed: int = 0) -> Path:
     ckpt = models_dir / layout.JOKER_CHECKPOINT
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save(official_state_dict(**joker), ckpt)
+    return models_dir
+
+
+def save_joker_layout(models_dir: Path, modules: dict[str, nn.Module], dtype: Optional[torch.dtype] = None) -> Path:
+    """Write ``modules`` (text_encoder, vae, unet, ref_unet, controlnet; any size) as joker mode reads them: the
+    official checkpoint, the SD1.5 folder's configs, tokenizer and scheduler, and the VAE folder. ``dtype`` (e.g.
+    bf16) halves what a large random-weight prior writes; the loader casts to the prior's dtype anyway."""
+    models_dir = Path(models_dir)
+    sd_dir = models_dir / layout.SD15_DIR
+    save_tokenizer_files(tiny_tokenizer(), sd_dir / "tokenizer")
+    (sd_dir / "scheduler").mkdir(parents=True, exist_ok=True)
+    (sd_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    modules["text_encoder"].config.save_pretrained(sd_dir / "text_encoder")
+    modules["unet"].save_config(sd_dir / "unet")
+    modules["vae"].save_pretrained(models_dir / layout.VAE_DIR)
+    state = official_state_dict(**modules)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    ckpt = models_dir / layout.JOKER_CHECKPOINT
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu().contiguous() for k, v in state.items()}, ckpt)
     return models_dir
 
 

@@ -8,15 +8,12 @@ from typing import Optional, Sequence
 import torch
 
 from backend.render.raster import camera_tensors, rasterize_sparse
-from shared.conventions import NORMALS_RENORMALISED, Camera
-
-# OpenCV camera axes (x right, y down, z forward) -> the normal map's (x right, y up, z toward the camera)
-_CV_TO_MAP = (1.0, -1.0, -1.0)
+from shared.conventions import NORMALS_RENORMALISED, OPENCV_TO_NORMAL_FRAME, Camera
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Unit vertex normals [V, 3]: normalised sum of the adjacent unit face normals (Deep3DFaceRecon's rule, as
-    :func:`shared.morphable.vertex_normals`)."""
+    """Unit vertex normals [V, 3]: normalised sum of the adjacent unit face normals (Deep3DFaceRecon's rule). The
+    torch twin of :func:`shared.morphable.vertex_normals`, kept because normal maps are rendered batched on the GPU."""
     faces = faces.long()
     tri = vertices[faces]  # [F, 3, 3]
     n_face = torch.nn.functional.normalize(torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1),
@@ -42,7 +39,7 @@ def render_normal_maps(vertices: torch.Tensor, faces: torch.Tensor, cameras: Seq
     vertices = torch.as_tensor(vertices).to(device=device, dtype=torch.float32)
     faces = torch.as_tensor(faces).to(device).long()
     n_world = vertex_normals(vertices, faces)
-    flip = torch.tensor(_CV_TO_MAP, dtype=vertices.dtype, device=device)
+    flip = torch.tensor(OPENCV_TO_NORMAL_FRAME, dtype=vertices.dtype, device=device)
     H, W = cameras[0].height, cameras[0].width
     out = torch.zeros(len(cameras) * H * W, 3, dtype=torch.uint8, device=device)
     for chunk, frag in rasterize_sparse(vertices, faces, cameras, views_per_chunk):

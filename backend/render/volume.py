@@ -1,4 +1,4 @@
-"""Volume rendering of a ``HeadNeRF`` (docs/joker-facts.md §4 "Renderer").
+"""Volume rendering of a ``HeadNeRF`` (docs/REFERENCE.md §4 "Renderer").
 
 Rays come from ``shared.conventions.Camera`` (OpenCV axes, pixel centres at +0.5), are clipped to the field's cube
 bound and marched with a fixed step ``2 sqrt(3) radius / samples_per_ray`` (the reference's 1.732 * 2 * 0.25 / 200),
@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from backend import costs
+from backend.costs import CostCounter
 from shared.conventions import Camera
 
 
@@ -107,21 +109,24 @@ def step_size(radius: float, samples_per_ray: int) -> float:
 
 def render_rays(field, rays: RayBundle, samples_per_ray: int, occupancy: Optional[OccupancyGrid] = None,
                 stratified: bool = False, generator: Optional[torch.Generator] = None,
-                chunk: int = 1 << 14, prune: Optional[bool] = None) -> dict[str, torch.Tensor]:
+                chunk: int = 1 << 14, prune: Optional[bool] = None,
+                counter: Optional[CostCounter] = None) -> dict[str, torch.Tensor]:
     """Render rays through ``field`` (a ``HeadNeRF``): {"rgb" [R, 3], "opacity" [R], "depth" [R]} (depth in metres
     from the ray origin, 0 where nothing was hit). ``chunk`` rays at a time.
 
     ``prune`` (default: when gradients are on): first evaluate density alone without gradients and keep only samples
     with alpha >= 0.01 in front of transmittance 1e-4, as nerfacc's estimator does with the reference's alpha_thre;
-    the differentiable pass then sees a few samples per ray."""
+    the differentiable pass then sees a few samples per ray. ``counter``: rays and samples marched are added to it."""
     prune = torch.is_grad_enabled() if prune is None else prune
     outs = [_render_chunk(field, RayBundle(rays.origins[i:i + chunk], rays.dirs[i:i + chunk]), samples_per_ray,
-                          occupancy, stratified, generator, prune) for i in range(0, rays.origins.shape[0], chunk)]
+                          occupancy, stratified, generator, prune, counter)
+            for i in range(0, rays.origins.shape[0], chunk)]
     return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
 
 def _render_chunk(field, rays: RayBundle, samples_per_ray: int, occupancy: Optional[OccupancyGrid],
-                  stratified: bool, generator: Optional[torch.Generator], prune: bool) -> dict[str, torch.Tensor]:
+                  stratified: bool, generator: Optional[torch.Generator], prune: bool,
+                  counter: Optional[CostCounter] = None) -> dict[str, torch.Tensor]:
     R, S, device = rays.origins.shape[0], samples_per_ray, rays.origins.device
     delta = step_size(field.radius, S)
     t_near, t_far, hit = ray_box(rays, field.radius)
@@ -134,6 +139,9 @@ def _render_chunk(field, rays: RayBundle, samples_per_ray: int, occupancy: Optio
     if occupancy is not None:  # empty-space skipping
         keep = occupancy.query(points)
         ray_id, sample_id, points = ray_id[keep], sample_id[keep], points[keep]
+    if counter is not None:  # shapes are known here (nonzero synchronised): counting costs no extra sync
+        counter.add(costs.RAYS, R)
+        counter.add(costs.RAY_SAMPLES, points.shape[0])
     if prune:  # nerfacc's sigma_fn pass: drop samples that cannot contribute before the differentiable pass
         with torch.no_grad():
             sigma0 = field(points, with_colour=False)[0]
@@ -142,6 +150,8 @@ def _render_chunk(field, rays: RayBundle, samples_per_ray: int, occupancy: Optio
             T0 = torch.exp(-(torch.cumsum(tau0, 1) - tau0))
             keep = ((alpha0 >= ALPHA_THRESHOLD) & (T0 >= EARLY_STOP_EPS))[ray_id, sample_id]
         ray_id, sample_id, points = ray_id[keep], sample_id[keep], points[keep]
+        if counter is not None:
+            counter.add(costs.SHADED_SAMPLES, points.shape[0])
     sigma_packed, rgb_packed = field(points)
     sigma = torch.zeros(R, S, device=device, dtype=sigma_packed.dtype).index_put((ray_id, sample_id), sigma_packed)
     rgb = torch.zeros(R, S, 3, device=device, dtype=rgb_packed.dtype).index_put((ray_id, sample_id), rgb_packed)

@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from shared.morphable import FORMAT_KIND, FORMAT_VERSION, MorphableModel
+from shared.morphable import MorphableModel
+from shared.rigformat import FORMAT_KIND, FORMAT_VERSION
 from shared.spec import SpecError
 
 DM = 0.1  # Deep3DFaceRecon's unit (µm / 1e5) in metres

@@ -23,6 +23,7 @@ import numpy as np
 
 from backend.download import download, sha256_file
 from shared import ict
+from shared.errors import JokerError
 from shared.morphable import MorphableModel
 from shared.paths import rigs_dir
 
@@ -39,8 +40,10 @@ KNOWN_SHA256 = {
 Progress = Callable[[str, float], None]  # (stage, fraction 0..1)
 
 
-class RigFetchError(RuntimeError):
+class RigFetchError(JokerError, RuntimeError):
     """A download, checksum or layout problem; the message says what to do."""
+
+    default_code = "rig_fetch_failed"
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@ Every knob defaults to ``None``, meaning "the preset's value": a request may sen
 override single fields (``{"preset": "fast", "steps": 8000}``). :meth:`DistillConfig.resolved` returns the config
 with every knob filled in; the distillation code only ever reads resolved configs.
 
-The ``paper`` preset is the reference schedule (docs/joker-facts.md §4): 400 views, 100 DDIM levels, targets
+The ``paper`` preset is the reference schedule (docs/REFERENCE.md §4): 400 views, 100 DDIM levels, targets
 refreshed every 130 steps, Stage 1 (one-step x0) for the first 60 levels, one 40-step DDIM run (Stage 2) from the
 level reached, 20k steps, render resolution 64 -> 512 at steps 200/3000/4500/7000, L1 + LPIPS + 1e-6 sparsity.
+That is 60 x 400 + 40 x 400 = 40,000 prior evaluations (one view at one DDIM step, CFG batch 2) and 20,000 NeRF steps.
+``turbo`` asks for 1,600 (1/25) and 2,000 steps; docs/DISTILLATION.md says what it gives up.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import bisect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,6 +34,15 @@ PRESETS: dict[str, dict[str, object]] = {
         grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
         lr_grid=1e-2, lr_mlp=1e-3, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
         targets="progressive", checkpoint_every=500),
+    # Minutes on one GPU: 40 views x 40 levels = 1,600 prior evaluations (1/25 of the paper's 40,000), 2,000 steps,
+    # 256 px at the end (what the prior still reads well, upsampled to 512 inside), the 60/40 stage split and Stage 2
+    # at 40% of the steps kept; MLP lr 1e-2 as in draft (1e-3 is too slow for a ~2k-step budget).
+    "turbo": dict(
+        n_az=8, n_el=5, levels=40, stage1_fraction=0.6, update_every=33, steps=2_000, batch_views=12, patch=64,
+        resolutions=(64, 128, 256), milestones=(100, 600), samples_per_ray=128,
+        grid_levels=16, grid_log2_table=19, grid_base_res=16, grid_per_level_scale=1.447269,
+        lr_grid=1e-2, lr_mlp=1e-2, lpips_weight=1.0, sparsity_weight=1e-6, occupancy_res=32,
+        targets="progressive", checkpoint_every=250),
     # Small enough for a 2-core CPU demo in minutes: 40 views at 64 px, a small hash grid, L1 only, and MLP/background
     # learning rate 1e-2 (1e-3 converges too slowly for a ~1k-step budget).
     "draft": dict(
@@ -41,20 +53,31 @@ PRESETS: dict[str, dict[str, object]] = {
         targets="progressive", checkpoint_every=200),
 }
 
-# Throughput used by :meth:`DistillConfig.estimated_seconds`. "cpu": measured by bench/distill_oracle.py (draft: 451 s
-# for 1500 steps on one thread of 2 shared cores, oracle prior). "cuda": an estimate, not measured here: ~0.15 s per
-# reference step (64 x 64^2 rays, tcnn) and ~0.12 s / 0.1 s per view for a one-step target / a Stage 2 DDIM step of
-# the Joker prior in bf16 on an A100-class GPU.
-_COST = {  # (seconds per million marched ray samples, seconds per one-step target, per DDIM step of Stage 2)
-    "cpu": (3.3, 0.004, 0.004),
-    "cuda": (0.008, 0.12, 0.1),
+# Per-unit costs of :meth:`DistillConfig.estimated_seconds`, one set per device kind, each with its source:
+#   train_msample_s  seconds per million training ray samples marched (after empty-space skipping; fwd + bwd)
+#   render_msample_s seconds per million samples of the full-view target renders (no gradients)
+#   target_view_s    one Stage-1 target of one view: encode, one CFG (2-row) ControlNet + UNet pass, decode
+#   ddim_view_s      each further Stage-2 DDIM step of one view (CFG ControlNet + UNet, no VAE)
+# "cpu": measured by bench/distill_oracle.py (draft: 451 s for 1500 steps on one thread, the oracle prior); the
+# render cost is a third of the training one (forward only), not measured on its own.
+# "cuda": CALCULATED, not measured (no GPU has run this code yet): FLOPs per pass of SD1.5 at 512 px (UNet ~0.8
+# TFLOP, ControlNet ~0.3, VAE encoder ~1.1, decoder ~2.5 per image) at an assumed 300 TFLOP/s of bf16 (40% of an
+# H100/H200's dense peak), and ~8 ns per trained sample of the hash-grid NeRF. bench/gpu_check.sh prints measured
+# values in this form (its "costs:" line); paste them here with source "measured" once it has run on a GPU.
+COSTS: dict[str, dict[str, object]] = {
+    "cpu": dict(train_msample_s=3.3, render_msample_s=1.1, target_view_s=0.004, ddim_view_s=0.004,
+                source="measured"),
+    "cuda": dict(train_msample_s=0.008, render_msample_s=0.003, target_view_s=0.019, ddim_view_s=0.0073,
+                 source="calculated"),
 }
+OCCUPIED = 0.35  # share of marched samples that survive empty-space skipping on a head (measured on the CPU runs)
 
 
 @dataclass
 class DistillConfig:
     preset: str = spec("paper", choices=tuple(PRESETS), doc="paper: the reference schedule; fast: GPU, ~1/3 the "
-                       "time; draft: a CPU demo in minutes. Fields left empty take the preset's value")
+                       "time; turbo: GPU, minutes (1/25 of the paper's prior passes, 256 px); draft: a CPU demo in "
+                       "minutes. Fields left empty take the preset's value")
     n_az: Optional[int] = spec(None, lo=1, hi=64, doc="views: azimuths in [-view_az_deg, view_az_deg] (20 in the "
                                "reference)")
     n_el: Optional[int] = spec(None, lo=1, hi=64, doc="views: elevations in [-view_el_deg, view_el_deg] (20 in the "
@@ -125,12 +148,37 @@ class DistillConfig:
         return int(r.n_az) * int(r.n_el)
 
     def estimated_seconds(self, device: str = "cuda") -> float:
-        """A rough wall-time estimate for the add-on's preset menu ("cpu" or "cuda"); see ``_COST``."""
+        """Wall-time estimate of a whole head ("cpu" or "cuda"): the schedule's units times ``COSTS[device]``
+        (see :func:`estimate_source` for whether those are measured or calculated)."""
         r = self.resolved()
-        per_msample, per_target, per_ddim = _COST["cuda" if device.startswith("cuda") else "cpu"]
-        rays = r.steps * r.batch_views * min(r.patch, r.resolutions[-1]) ** 2
-        occupied = 0.35  # share of marched samples that survive empty-space skipping on a head
-        train = rays * r.samples_per_ray * occupied / 1e6 * per_msample
-        n_stage1 = round(r.levels * r.stage1_fraction)
-        prior = self.n_views * (n_stage1 * per_target + (r.levels - n_stage1) * per_ddim)
-        return float(train + prior)
+        c = COSTS[_kind(device)]
+        # training: every step marches batch x patch^2 rays (patches are capped at the phase's resolution)
+        bounds = [0, *[min(int(m), int(r.steps)) for m in r.milestones], int(r.steps)]
+        rays = sum((hi - lo) * r.batch_views * min(r.patch, res) ** 2
+                   for lo, hi, res in zip(bounds, bounds[1:], r.resolutions))
+        train = rays * r.samples_per_ray * OCCUPIED / 1e6 * float(c["train_msample_s"])
+        # targets: the schedule's updates (Stage 1: one step each; Stage 2: one run of the remaining levels)
+        n1 = round(r.levels * r.stage1_fraction)
+        updates = [(i * r.update_every, 1) for i in range(n1)] + ([(n1 * r.update_every, r.levels - n1)]
+                                                                   if r.levels > n1 else [])
+        updates = [(step, n) for step, n in updates if step < r.steps]
+        render_rays = sum(self.n_views * _resolution_at(r, step) ** 2 for step, _ in updates)
+        renders = render_rays * r.samples_per_ray * OCCUPIED / 1e6 * float(c["render_msample_s"])
+        prior = sum(self.n_views * (float(c["target_view_s"]) + (n - 1) * float(c["ddim_view_s"]))
+                    for _, n in updates)
+        return float(train + renders + prior)
+
+
+def estimate_source(device: str = "cuda") -> str:
+    """"measured" or "calculated": where the per-unit costs behind ``estimated_seconds(device)`` come from."""
+    return str(COSTS[_kind(device)]["source"])
+
+
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _resolution_at(r: DistillConfig, step: int) -> int:
+    """The render resolution of ``step`` (as ``backend.distill.schedule.Schedule.resolution_at``)."""
+    return int(r.resolutions[bisect.bisect_right(r.milestones, step)])
+

@@ -1,0 +1,269 @@
+"""Fit a morphable rig to 68 landmarks in the reference crop: identity, expression, rotation and translation.
+
+Model (head frame of shared.conventions, metres):   P_k = R(pitch, yaw, roll) · S_k(α, β) + t
+    S_k = S̄_k + Σ_i α_i B_id[i]_k + Σ_j β_j B_exp[j]_k    for the rig's 68 landmark vertices k
+    u_k = project(crop camera, P_k)                          crop camera: shared.conventions.crop_camera()
+Energy (robust least squares in float64: scipy's bounded trust-region solver inside a Huber IRLS loop):
+    Σ_k w_k ρ_Huber(|u_k - l_k|)  +  λ_id |α|²  +  λ_exp |β|²,     β ∈ [0, 1],  α ∈ [-α_max, α_max]
+The jaw-line landmarks (0-16) are not fixed points of the face: a detector puts them on the silhouette, which
+slides over the surface as the head turns, so they get a lower weight (``JAW_WEIGHT``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.conventions import crop_camera, euler_to_matrix, project_points
+from shared.jobs import RigState
+from shared.morphable import MorphableModel
+
+from .correspondence import SurfacePoints
+from .errors import FitError
+
+JAW = slice(0, 17)  # iBUG jaw-line landmarks
+JAW_WEIGHT = 0.5  # the silhouette slides: trust the jaw line half as much as the inner points
+# Priors in px² per unit² (MAP with landmark noise σ: λ = σ²). MediaPipe's points on a face differ from the rig's
+# corresponding points by ~3 px per axis (measured on rendered heads, docs/FIT.md), hence λ_id ≈ 3² ≈ 10; ARKit
+# weights are mostly zero, so expressions get a firmer prior than identity.
+LAMBDA_ID = 10.0
+LAMBDA_EXP = 50.0
+ALPHA_MAX = 5.0
+LOSS_SCALE_PX = 3.0  # Huber: residuals beyond ~3 px count linearly (a misplaced landmark cannot drag the fit)
+GOOD_PX, ROUGH_PX = 3.0, 8.0  # verdict thresholds on the median landmark residual at 512²
+PROFILE_YAW_DEG = 50.0  # beyond this the far side of the face is hidden: identity transfer weakens
+
+
+@dataclass
+class RigFit:
+    """The fitted rig.
+
+    state:        RigState (identity α, expressions β by name, pose (pitch, yaw, roll) radians).
+    translation:  float64 [3] metres, t in P = R S + t: where the head sits in the crop camera's frame (the head
+                  frame of shared.conventions, camera at (0, 0, 1) m looking down -z).
+    residual_px:  float64 [68] |projected landmark - target| at 512².
+    verdict:      "good" (median < 3 px), "rough" (< 8 px) or "failed".
+    warnings:     human-readable notes (e.g. an extreme profile).
+    """
+
+    state: RigState
+    translation: np.ndarray
+    residual_px: np.ndarray
+    verdict: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _euler_derivatives(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """float64 [3, 3, 3]: dR/d(pitch, yaw, roll) of R = Rz(roll) Ry(yaw) Rx(pitch) (shared.conventions)."""
+    cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    drx = np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]])
+    dry = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
+    drz = np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]])
+    return np.stack([rz @ ry @ drx, rz @ dry @ rx, drz @ ry @ rx])
+
+
+class _Problem:
+    """Residuals and their Jacobian for the parameter vector x = [α (I), β (E), pitch, yaw, roll, t (3)].
+
+    The data rows are ``w_k (u_k - l_k)`` (2N), the prior rows ``sqrt(λ) α`` and ``sqrt(λ) β``; ``free`` picks the
+    parameters being fitted, the others stay at ``x0``.
+    """
+
+    def __init__(self, rig: MorphableModel, target: np.ndarray, fit_identity: bool, fit_expression: bool,
+                 fit_pose: bool, lambda_id: float | None = None, lambda_exp: float | None = None,
+                 points: SurfacePoints | None = None, weights: np.ndarray | None = None):
+        points = points or SurfacePoints.from_vertices(rig.arrays["landmarks68"])
+        self.n = len(points.index)
+        self.mean = points.of(rig.neutral)  # [N, 3]
+        basis = np.concatenate([rig.identity_basis[:, points.index], rig.expression_basis[:, points.index]])
+        self.B = np.einsum("nk,mnkc->mnc", points.weight, basis.astype(np.float64))  # [I + E, N, 3]
+        self.B2 = np.ascontiguousarray(self.B.reshape(len(self.B), -1))  # [I + E, 3N]: a shape is one gemv
+        self.Bt = np.ascontiguousarray(self.B.transpose(1, 2, 0))  # [N, 3, I + E] for the Jacobian
+        self.I, self.E = rig.n_identity, len(rig.expression_names)
+        cam = crop_camera()
+        w2c = cam.w2c
+        self.Rc, self.tc, self.K = w2c[:3, :3], w2c[:3, 3], cam.K
+        self.target = target
+        if weights is None:
+            weights = np.ones(self.n)
+            weights[JAW] = JAW_WEIGHT
+        self.w = np.asarray(weights, dtype=np.float64)
+        lambda_id = LAMBDA_ID if lambda_id is None else lambda_id
+        lambda_exp = LAMBDA_EXP if lambda_exp is None else lambda_exp
+        self.sqrt_lam = np.concatenate([np.full(self.I, np.sqrt(lambda_id)), np.full(self.E, np.sqrt(lambda_exp))])
+        self.free = np.concatenate([np.full(self.I, fit_identity), np.full(self.E, fit_expression),
+                                    np.full(3, fit_pose), np.full(3, True)])
+        self.x0 = np.zeros(self.I + self.E + 6)
+
+    def full(self, xf: np.ndarray) -> np.ndarray:
+        x = self.x0.copy()
+        x[self.free] = xf
+        return x
+
+    def _forward(self, x: np.ndarray):
+        n = self.I + self.E
+        S = self.mean + (x[:n] @ self.B2).reshape(-1, 3)  # [N, 3]
+        R = euler_to_matrix(*x[n:n + 3])
+        p = (S @ R.T + x[-3:]) @ self.Rc.T + self.tc  # camera space (OpenCV)
+        z = p[:, 2]
+        uv = np.stack([self.K[0, 0] * p[:, 0] / z + self.K[0, 2], self.K[1, 1] * p[:, 1] / z + self.K[1, 2]], 1)
+        return S, R, p, uv
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """float64 [68, 2] the landmark vertices' pixels at parameters x."""
+        return self._forward(x)[3]
+
+    def residuals(self, xf: np.ndarray) -> np.ndarray:
+        x = self.full(xf)
+        r = ((self.project(x) - self.target) * self.w[:, None]).reshape(-1)
+        return np.concatenate([r, (self.sqrt_lam * x[:self.I + self.E])[self.free[:self.I + self.E]]])
+
+    def jacobian(self, xf: np.ndarray) -> np.ndarray:
+        x = self.full(xf)
+        n = self.I + self.E
+        S, R, p, _ = self._forward(x)
+        z = p[:, 2]
+        fx, fy = self.K[0, 0], self.K[1, 1]
+        d = np.zeros((self.n, 2, 3))  # d(u, v)/d(camera point)
+        d[:, 0, 0], d[:, 0, 2] = fx / z, -fx * p[:, 0] / z ** 2
+        d[:, 1, 1], d[:, 1, 2] = fy / z, -fy * p[:, 1] / z ** 2
+        dP = d @ self.Rc  # [68, 2, 3] d(u, v)/d(posed head-frame point)
+        M = dP @ R  # [68, 2, 3] d(u, v)/d(unposed point)
+        J = np.empty((self.n, 2, n + 6))
+        J[:, :, :n] = np.matmul(M, self.Bt)  # [N, 2, I + E]
+        dR = _euler_derivatives(*x[n:n + 3])
+        J[:, :, n:n + 3] = np.einsum("kab,rbc,kc->kar", dP, dR, S)
+        J[:, :, n + 3:] = dP
+        J = (J * self.w[:, None, None]).reshape(2 * self.n, -1)
+        prior = np.zeros((n, n + 6))
+        prior[np.arange(n), np.arange(n)] = self.sqrt_lam
+        keep = self.free[:n]
+        return np.concatenate([J, prior[keep]])[:, self.free]
+
+
+def _initial(rig: MorphableModel, init: RigState | None) -> np.ndarray:
+    n_exp = len(rig.expression_names)
+    x = np.zeros(rig.n_identity + n_exp + 6)
+    if init is not None:
+        ident = np.asarray(init.identity, dtype=np.float64)[: rig.n_identity]
+        x[: len(ident)] = ident
+        x[rig.n_identity:rig.n_identity + n_exp] = np.clip(rig.expression_weights(init.expressions), 0.0, 1.0)
+        x[rig.n_identity + n_exp:rig.n_identity + n_exp + 3] = init.pose
+    return x
+
+
+def _huber_weights(p: _Problem, x: np.ndarray) -> np.ndarray:
+    """IRLS weights: sqrt of Huber's ψ(e)/e for each point's pixel error e (1 inside ``LOSS_SCALE_PX``)."""
+    err = np.linalg.norm(p.project(x) - p.target, axis=1)
+    return np.sqrt(np.minimum(1.0, LOSS_SCALE_PX / np.maximum(err, 1e-9)))
+
+
+def _solve(p: _Problem, lo: np.ndarray, hi: np.ndarray, iters: int, robust: bool) -> np.ndarray:
+    """Levenberg-Marquardt from p.x0 over p.free with box bounds (a projected step; parameters at a bound whose
+    gradient points outward sit out the step); with ``robust``, Huber IRLS weights are refreshed every iteration.
+    Returns the full parameter vector.
+
+    The normal equations are only (I + E + 6)² (~160²), so one iteration costs a few milliseconds; scipy's
+    bounded trust-region solver needs an SVD per iteration and many more iterations for the same optimum.
+    """
+    f = p.free
+    lo, hi = lo[f], hi[f]
+    base_w = p.w.copy()
+    x = np.clip(p.x0[f], lo, hi)
+    mu = 1e-3
+    for _ in range(iters):
+        if robust:
+            p.w = base_w * _huber_weights(p, p.full(x))
+        r = p.residuals(x)
+        cost = float(r @ r)
+        J = p.jacobian(x)
+        g, H = J.T @ r, J.T @ J
+        move = ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+        Hm, gm = H[np.ix_(move, move)], g[move]
+        diag = np.diag(Hm) + 1e-12
+        while True:
+            step = np.zeros_like(x)
+            step[move] = np.linalg.solve(Hm + mu * np.diag(diag), -gm)
+            x_new = np.clip(x + step, lo, hi)
+            r_new = p.residuals(x_new)
+            cost_new = float(r_new @ r_new)
+            if cost_new <= cost or mu > 1e8:
+                break
+            mu *= 4.0
+        if cost_new > cost:
+            break
+        x, mu = x_new, max(mu / 3.0, 1e-9)
+        if cost - cost_new <= 1e-7 * cost:
+            break
+    return p.full(x)
+
+
+def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool = True, fit_expression: bool = True,
+            fit_pose: bool = True, init: RigState | None = None, points: SurfacePoints | None = None,
+            weights: np.ndarray | None = None) -> RigFit:
+    """Fit ``rig`` to landmarks float [N, 2] in crop px (512², corner origin) under the crop camera.
+
+    By default N = 68 iBUG landmarks on the rig's ``landmarks68`` vertices (jaw line at ``JAW_WEIGHT``); pass
+    ``points`` (N surface points, e.g. MediaPipe's 468 from :mod:`backend.fit.correspondence`) and optionally
+    ``weights`` float [N] to fit other points. ``residual_px`` is per fitted point.
+
+    Parameters left out (``fit_identity=False``, ...) keep their values from ``init`` (zero / neutral without it).
+    Robustness: iteratively reweighted least squares with Huber weights (``LOSS_SCALE_PX``) on the landmark rows,
+    so the Gaussian priors on α and β stay quadratic.
+    """
+    target = np.asarray(landmarks_px, dtype=np.float64)
+    n = 68 if points is None else len(points.index)
+    if target.shape != (n, 2) or not np.isfinite(target).all():
+        raise FitError("landmarks", f"{n} finite (x, y) points in crop px", f"shape {target.shape}",
+                       "pass the 68 iBUG landmarks from detect_landmarks, mapped into the crop")
+    if points is None and "landmarks68" not in rig.arrays:
+        raise FitError("rig", "a rig with 68 landmark vertices (landmarks68)", rig.name,
+                       "convert the rig again with `joker-head fetch-rig ict`")
+    x = _initial(rig, init)
+    I, E = rig.n_identity, len(rig.expression_names)
+    lo = np.concatenate([np.full(I, -ALPHA_MAX), np.zeros(E), np.full(3, -np.pi), np.full(3, -np.inf)])
+    hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
+
+    # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
+    rigid = _Problem(rig, target, False, False, fit_pose, points=points, weights=weights)
+    rigid.x0 = x
+    x = _solve(rigid, lo, hi, 30, robust=False)
+    # 2. everything asked for, Huber-reweighted (a misplaced landmark cannot drag the face)
+    p = _Problem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights)
+    p.x0 = x
+    x = _solve(p, lo, hi, 60, robust=True)
+    residual = np.linalg.norm(p.project(x) - target, axis=1)
+    med = float(np.median(residual))
+    verdict = "good" if med < GOOD_PX else "rough" if med < ROUGH_PX else "failed"
+    pose = tuple(float(v) for v in x[I + E:I + E + 3])
+    warnings = []
+    if abs(np.degrees(pose[1])) > PROFILE_YAW_DEG:
+        warnings.append(f"the face is turned {abs(np.degrees(pose[1])):.0f} degrees (profile): identity transfer "
+                        "weakens; a more frontal photo gives a closer likeness")
+    state = RigState(model=_model_name(rig), identity=tuple(float(v) for v in x[:I]),
+                     expressions={n: float(v) for n, v in zip(rig.expression_names, x[I:I + E]) if v > 1e-4},
+                     pose=pose)
+    return RigFit(state, x[-3:].copy(), residual, verdict, warnings)
+
+
+def posed_vertices(rig: MorphableModel, fit: RigFit) -> np.ndarray:
+    """float64 [V, 3] the fitted rig as the crop camera sees it: R S + t (head frame, metres). Render it with
+    ``shared.conventions.crop_camera()`` (e.g. ``shared.raster.render_normal_map``) to overlay it on the crop."""
+    s = fit.state
+    return rig.evaluate(s.identity, s.expressions, s.pose).astype(np.float64) + fit.translation
+
+
+def project_fit(rig: MorphableModel, fit: RigFit, points: SurfacePoints | None = None) -> np.ndarray:
+    """float64 [N, 2] crop px of surface points (default the rig's 68 landmark vertices) on the fitted rig."""
+    points = points or SurfacePoints.from_vertices(rig.arrays["landmarks68"])
+    uv, _ = project_points(crop_camera(), points.of(posed_vertices(rig, fit)))
+    return uv
+
+
+def _model_name(rig: MorphableModel) -> str:
+    name = rig.name.lower()
+    return "bfm" if "bfm" in name else "ict"
