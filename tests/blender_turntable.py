@@ -3,8 +3,9 @@
 Usage: python blender_turntable.py head.glb out_dir [r,g,b] -> one JSON line on stdout:
 {"frames": [{"azimuth", "elevation", "coverage", "holes", "backdrop_pixels"}, ...]}. Eight azimuths at elevation 10°
 and one from above (70°), 64 px, 8 samples, a transparent film: the alpha channel is the head's silhouette, and a
-transparent pixel enclosed by the silhouette is a hole. A head pixel is backdrop-coloured when its chromaticity
-(rgb / sum, so lighting does not matter) is within 0.08 of the backdrop's (default: the oracle's light blue).
+transparent pixel enclosed by the silhouette is a hole. A head pixel is backdrop-coloured when its linear
+chromaticity (rgb / sum, so white light does not change it; the Standard view transform keeps colours as they are)
+is within 0.08 of the backdrop's (an sRGB colour; default: the oracle's light blue).
 """
 
 import json
@@ -41,7 +42,7 @@ def enclosed(background: np.ndarray) -> np.ndarray:
 def main() -> None:
     glb, out = sys.argv[1], Path(sys.argv[2])
     backdrop = np.array([float(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else BACKDROP)
-    backdrop_chroma = backdrop / backdrop.sum()
+    backdrop_chroma = _linear(backdrop) / _linear(backdrop).sum()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=glb)
     (obj,) = [o for o in bpy.context.scene.objects if o.type == "MESH"]
@@ -52,6 +53,7 @@ def main() -> None:
     scene.cycles.samples, scene.cycles.device = SAMPLES, "CPU"
     scene.render.resolution_x = scene.render.resolution_y = RES
     scene.render.film_transparent = True
+    scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
     scene.render.image_settings.file_format, scene.render.image_settings.color_mode = "PNG", "RGBA"
     world = bpy.data.worlds.new("turntable")
     world.use_nodes = True
@@ -80,12 +82,19 @@ def main() -> None:
         bpy.data.images.remove(img)
         head = px[..., 3] > 0.5
         rgb = px[..., :3]
-        chroma = rgb / np.maximum(rgb.sum(-1, keepdims=True), 1e-6)
+        lin = _linear(rgb)
+        chroma = lin / np.maximum(lin.sum(-1, keepdims=True), 1e-6)
         blue = head & (np.abs(chroma - backdrop_chroma).max(-1) < CHROMA_TOL)
         frames.append({"azimuth": az, "elevation": el, "coverage": float(head.mean()),
                        "holes": int(enclosed(~head).sum()),
                        "backdrop_pixels": float(blue.sum() / max(head.sum(), 1))})
     print(json.dumps({"frames": frames}))
+
+
+def _linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values -> linear light."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def _look(direction: np.ndarray):

@@ -48,8 +48,7 @@ class FrontOnlyField:
 
     def density(self, p: torch.Tensor) -> torch.Tensor:
         known = self.head.density(p) * ~unseen(p)
-        debris = 3000.0 * (torch.sin(90 * p[:, 0]) * torch.sin(70 * p[:, 1]) > 0.7) * (p[:, 2] < -0.1) \
-            * (p[:, 0].abs() < 0.05)
+        debris = 3000.0 * (torch.sin(90 * p[:, 0]) * torch.sin(70 * p[:, 1]) > 0.7) * unseen(p)  # attached
         return known + debris
 
     def colour(self, p: torch.Tensor) -> torch.Tensor:

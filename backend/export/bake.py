@@ -3,7 +3,8 @@
 Every triangle is rasterised in UV space (Pillow draws each face's id into an int32 image, in C); each covered
 texel's centre is mapped to barycentric coordinates of its face (clamped onto the triangle), then to its 3D surface
 point, where ``Field.colour`` is queried; with a completion, texels the views saw poorly blend towards the harmonic
-fill of ``backend.export.fill`` (trust interpolated from the vertices' visibility). Seam dilation then gives every empty texel the colour of the nearest
+fill of ``backend.export.fill`` (trust interpolated from the vertices' visibility).
+Seam dilation then gives every empty texel the colour of the nearest
 covered one (a Euclidean distance transform), so bilinear filtering and mip-maps never bleed background into a chart.
 """
 

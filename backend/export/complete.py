@@ -9,7 +9,8 @@ surface from two signed distances on its grid (metres, negative inside):
 * ``phi_rig``: the signed distance to the posed rig's closed body (skin, mouth and eye sockets, the neck hole capped,
   eyeballs), exact in a narrow band, flood-filled signs elsewhere (:func:`sdf_grid`).
 * ``phi_field``: the field's density around the chosen iso-level as a distance, first order
-  (-(log sigma - log L) / |grad log sigma|), clipped to ±``FIELD_BAND_CELLS`` cells: its zero set is exactly the iso-surface.
+  (-(log sigma - log L) / |grad log sigma|), clipped to ±``FIELD_BAND_CELLS`` cells: its zero set is exactly the
+  iso-surface.
 * ``w`` in [0, 1]: how well the views saw the rig surface nearest to the point (:func:`vertex_visibility`: the best
   cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``), faded to 0 beyond
   ``NEAR_M``..``FAR_M`` from the rig, so volume the prior added (hair, a tongue) wins where it was seen, and
@@ -147,7 +148,8 @@ def _coarse_distance(band: np.ndarray, h: float, c: int = 4) -> np.ndarray:
 
 
 def _upsample(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32 [R, R, R]."""
+    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32
+    [R, R, R]."""
     y = np.tensordot(m, x, axes=(1, 0))
     y = np.tensordot(y, m, axes=(1, 1)).transpose(0, 2, 1)
     return np.tensordot(y, m, axes=(2, 1)).astype(np.float32)

@@ -4,7 +4,8 @@ The rig data (``ict_facekit_f16.npz``: centimetres, +Y up, +Z forward) becomes t
 ``shared.conventions``: metres, origin where the rig converter (``shared.ict``) puts it. The closed body is the skin
 (face + head_neck) with the mouth and eye sockets and the eyeballs, the neck hole capped; its signed distance is
 sampled on a grid (exact distances to dense surface samples in a narrow band, flood-fill signs elsewhere) and
-turned into a NeRF-like density (``backend.export.complete.sdf_grid``) by :class:`backend.export.reference_fields.GridSDFField`.
+turned into a NeRF-like density (``backend.export.complete.sdf_grid``) by
+:class:`backend.export.reference_fields.GridSDFField`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import xatlas
 
-MIN_PATCH_FACES = 1500  # smaller pieces only add seams
-CHART_MAX_COST, CHART_NORMAL_WEIGHT = 8.0, 1.0  # xatlas ChartOptions (defaults 2.0, 2.0)
+MIN_PATCH_FACES = 6000  # smaller pieces add seams: a patch's jagged border is cut into many small charts
+CHART_MAX_COST = 8.0  # xatlas ChartOptions.max_cost (default 2.0)
 
 
 @dataclass
@@ -62,9 +62,9 @@ def unwrap(v: np.ndarray, f: np.ndarray, texture: int, padding: int, n_patches: 
         atlas.add_mesh(v[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32))
         pieces.append(used)
     chart, pack = xatlas.ChartOptions(), xatlas.PackOptions()
-    # larger charts than xatlas's defaults (max_cost 2): a head's gently curved skin unfolds with little stretch,
-    # and every chart costs padding texels and a seam
-    chart.max_cost, chart.normal_deviation_weight = CHART_MAX_COST, CHART_NORMAL_WEIGHT
+    # larger charts than xatlas's defaults: a head's gently curved skin unfolds with little stretch, and every chart
+    # costs padding texels and a seam. Chart shape (straightness, roundness) does not matter to a baked texture.
+    chart.max_cost, chart.straightness_weight, chart.roundness_weight = CHART_MAX_COST, 0.0, 0.0
     pack.resolution, pack.padding, pack.bilinear = texture, padding, True
     atlas.generate(chart, pack)
     if atlas.atlas_count != 1:  # charts overflowed the requested size: let xatlas pick one (larger) atlas
