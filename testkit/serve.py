@@ -21,6 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a child process imports this ch
 
 
 def free_endpoint() -> str:
+    """A loopback TCP endpoint on a port the OS just handed out (free now; the caller binds it soon after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
@@ -47,6 +48,7 @@ class Inbox:
 
 
 def is_final(job: str) -> Callable[[P.Message], bool]:
+    """A predicate for :meth:`Inbox.wait`: the job's ``result`` or ``error``, the last message it gets."""
     return lambda m: getattr(m.body, "job", None) == job and m.type in ("result", "error")
 
 
