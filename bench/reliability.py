@@ -5,10 +5,11 @@ Everything runs against the real server on loopback with the ``selftest`` job ki
               docs/PROTOCOL.md; oversize frames and requests; a fetch flood; server RSS sampled throughout
     faults    `joker-head serve` killed with SIGKILL mid-job and restarted (and a kill -9 torture loop); a client
               process killed mid-job; a jobs dir on a 2 MiB tmpfs; a job raising / running out of memory
-    load      20 concurrent clients x 3 jobs (some reconnecting mid-run): exactly once, round-robin order, waits
+    load      (testkit/load.py) 20 concurrent clients x 3 jobs (some reconnecting mid-run): exactly once,
+              round-robin order, waits
     security  CURVE: unknown keys, plaintext, a wrong server key; public binds without keys; per-client limits;
               no unpickling or unchecked paths in the network-facing modules
-    soak      (bench/soak.py) 100,000 (full: 1,000,000) hostile messages from 4 processes with reconnect churn while
+    soak      (testkit/soak.py) 100,000 (full: 1,000,000) hostile messages from 4 processes with reconnect churn while
               a real job runs: server RSS at start, peak and end; every well-formed request answered
 Last line:
     reliability: fuzz_cases=… crashes=… hangs=… lost_results=… dup_results=… unauth_accepted=… recover_s=…
@@ -18,7 +19,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import hashlib
 import json
@@ -28,15 +28,12 @@ import random
 import re
 import resource
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,48 +44,20 @@ import zmq  # noqa: E402
 
 from backend.jobs.selftest import SelftestRunner  # noqa: E402
 from backend.server import ConfigError, Server, ServerConfig  # noqa: E402
-from bench.hostile import (Case, documented_codes, followups, hypothesis_cases, judge,  # noqa: E402
-                           judge_followup, mutate, with_req)
-from bench.soak import soak  # noqa: E402
 from shared import protocol as P  # noqa: E402
 from shared.client import Client, ClientError, CurveKeys, Disconnected  # noqa: E402
+from testkit.audit import unsafe_calls  # noqa: E402
+from testkit.hostile import (Case, documented_codes, followups, hypothesis_cases, judge,  # noqa: E402
+                             judge_followup, mutate, with_req)
+from testkit.load import load  # noqa: E402
+from testkit.serve import ENV, Inbox, ServeProcess, free_endpoint, is_final, small_disk  # noqa: E402
+from testkit.soak import soak  # noqa: E402
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 RSS = psutil.Process()
 
 
 def mib(n: float) -> float:
     return round(n / 2**20, 1)
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-class Inbox:
-    """Every event a client received, in order; :meth:`wait` hands out each matching event once."""
-
-    def __init__(self, client: Client):
-        self.client, self.events, self._taken = client, [], set()
-
-    def wait(self, predicate: Callable[[P.Message], bool], timeout: float) -> Optional[P.Message]:
-        """The first event not handed out yet that matches, pumping up to ``timeout`` seconds; None if none came."""
-        deadline, i = time.monotonic() + timeout, 0
-        while True:
-            for i in range(i, len(self.events)):
-                if i not in self._taken and predicate(self.events[i]):
-                    self._taken.add(i)
-                    return self.events[i]
-            i = len(self.events)
-            if time.monotonic() >= deadline:
-                return None
-            self.events.extend(self.client.pump(timeout_s=0.02))
-
-
-def is_final(job: str) -> Callable[[P.Message], bool]:
-    return lambda m: getattr(m.body, "job", None) == job and m.type in ("result", "error")
 
 
 # === 1. hostile input ================================================================================================
@@ -271,35 +240,6 @@ def client_fuzz(n: int, seed_value: int) -> dict:
 
 # === 2. faults =======================================================================================================
 
-class ServeProcess:
-    """`joker-head serve` as a separate process, so it can be killed with SIGKILL."""
-
-    def __init__(self, endpoint: str, jobs_dir: Path, log: Path, preexec: Any = None):
-        self.log = log
-        out = open(log, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--bind", endpoint,
-                                      "--jobs-dir", str(jobs_dir), "--devices", "cpu"], cwd=REPO, env=ENV,
-                                     stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec)
-        out.close()
-        deadline = time.monotonic() + 30
-        while "serving on" not in log.read_text() and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {log.read_text()[-2000:]}")
-            time.sleep(0.02)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-
 def result_ok(msg: P.Message) -> bool:
     data = msg.payloads["payload.bin"].data
     return hashlib.sha256(data).hexdigest() == msg.body.meta["result_sha256"]
@@ -428,19 +368,6 @@ def kill_client(tmp: Path) -> dict:
     return {"lost": 0 if ok else 1}
 
 
-@contextlib.contextmanager
-def small_disk(path: Path, size: str = "2m"):
-    """A real, tiny filesystem: tmpfs (needs root). Yields False where mounting is not possible or JOKER_NO_MOUNT=1."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = not os.environ.get("JOKER_NO_MOUNT") and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def disk_full(tmp: Path) -> dict:
     """The jobs dir runs out of space: clear errors, no half-written job, earlier results intact, recovery.
 
@@ -526,105 +453,7 @@ def failing_jobs(tmp: Path) -> dict:
 
 # === 3. load =========================================================================================================
 
-def load(tmp: Path, n_clients: int, per_client: int) -> dict:
-    """n clients submit at once while a blocker runs; every result exactly once, started in round-robin order."""
-    ctx = zmq.Context()
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*", jobs_dir=tmp / "load-jobs"), {"selftest": SelftestRunner()},
-                    context=ctx).start()
-    blocker_client = Client(server.endpoint, context=ctx, timeout_s=30)
-    clients = [Client(server.endpoint, context=ctx, timeout_s=30) for _ in range(n_clients)]
-    for c in clients:
-        c.ping()
-    blocker = blocker_client.submit("selftest", {"steps": 1, "step_s": 2.0})
-    while server.jobs.get(blocker) is None or server.jobs[blocker].record.state != "running":
-        time.sleep(0.01)
-    counts: dict[str, int] = {}
-    owners: dict[str, int] = {}
-    lock, barrier = threading.Lock(), threading.Barrier(n_clients)
-
-    def artist(i: int) -> None:
-        c = clients[i]
-        barrier.wait()
-        mine = [c.submit("selftest", {"steps": 1, "result_bytes": 4096}) for _ in range(per_client)]
-        with lock:
-            owners.update({j: i for j in mine})
-        deadline, reconnected = time.monotonic() + 120, False
-        while time.monotonic() < deadline and not all(c.jobs[j].finished for j in mine):
-            for m in c.pump(timeout_s=0.05):
-                if m.type == "result":
-                    with lock:
-                        counts[m.body.job] = counts.get(m.body.job, 0) + 1
-                    if i % 4 == 0 and not reconnected:  # a flaky network: reconnect and reattach mid-run
-                        c.reconnect()
-                        reconnected = True
-        end = time.monotonic() + 0.5  # late duplicates would arrive now
-        while time.monotonic() < end:
-            for m in c.pump(timeout_s=0.05):
-                if m.type == "result":
-                    with lock:
-                        counts[m.body.job] = counts.get(m.body.job, 0) + 1
-
-    threads = [threading.Thread(target=artist, args=(i,)) for i in range(n_clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    blocker_ended_early = server.jobs[blocker].record.updated < max(server.jobs[j].record.created for j in owners)
-    records = sorted((server.jobs[j].record for j in owners), key=lambda r: r.started)
-    blocker_client.wait(blocker, timeout_s=30)
-    for c in clients + [blocker_client]:
-        c.close()
-    server.stop()
-    ctx.destroy(0)
-    waits = [r.started - r.created for r in records if r.started]
-    blocker_end = server.jobs[blocker].record.updated
-    waits_after = [r.started - max(r.created, blocker_end) for r in records if r.started]
-    span = max(r.updated for r in records) - min(r.started for r in records)
-    order = [owners[r.job] for r in records]
-    rounds = [order[k * n_clients:(k + 1) * n_clients] for k in range(per_client)]
-    fair = all(sorted(r) == list(range(n_clients)) for r in rounds)
-    q = statistics.quantiles(waits, n=100) if len(waits) > 1 else [0.0] * 99
-    qa = statistics.quantiles(waits_after, n=100) if len(waits_after) > 1 else [0.0] * 99
-    out = {"lost": sum(1 for j in owners if counts.get(j, 0) == 0),
-           "dup": sum(max(0, counts.get(j, 0) - 1) for j in owners), "fair": fair and not blocker_ended_early,
-           "wait_p50_s": round(q[49], 3), "wait_p99_s": round(q[98], 3),
-           "wait_after_blocker_p50_s": round(qa[49], 3), "wait_after_blocker_p99_s": round(qa[98], 3),
-           "jobs_per_s": round(len(records) / span, 1)}
-    print(f"load: {n_clients} clients x {per_client} jobs ({n_clients // 4} reconnecting mid-run): lost {out['lost']}, "
-          f"duplicated {out['dup']}, round-robin start order {out['fair']}; queue wait p50 {out['wait_p50_s']} s "
-          f"p99 {out['wait_p99_s']} s (all {len(records)} queued at once behind a 2 s job; after it ended p50 "
-          f"{out['wait_after_blocker_p50_s']} s p99 {out['wait_after_blocker_p99_s']} s); throughput "
-          f"{out['jobs_per_s']} jobs/s on one worker")
-    return out
-
-
 # === 4. security =====================================================================================================
-
-NETWORK_MODULES = ["shared/protocol.py", "shared/client.py", "shared/png.py", "shared/spec.py", "backend/server.py",
-                   "backend/jobstore.py", "backend/fairqueue.py", "backend/commands/server_cmds.py"]
-UNSAFE_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml", "joblib"}
-
-
-def unsafe_calls() -> list[str]:
-    """Deserializers that run code, eval/exec, and np.load/torch.load without their safe flag, in network code."""
-    found = []
-    for rel in NETWORK_MODULES:
-        for node in ast.walk(ast.parse((REPO / rel).read_text())):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                found += [f"{rel}:{node.lineno} import {n}" for n in names if n.split(".")[0] in UNSAFE_MODULES]
-            elif isinstance(node, ast.Call):
-                func, kw = node.func, {k.arg: getattr(k.value, "value", None) for k in node.keywords}
-                name = getattr(func, "id", None) or getattr(func, "attr", None)
-                owner = getattr(getattr(func, "value", None), "id", None)
-                if name in ("eval", "exec", "__import__") and owner is None:
-                    found.append(f"{rel}:{node.lineno} {name}()")
-                if name == "load" and owner in ("np", "numpy") and kw.get("allow_pickle") is not False:
-                    found.append(f"{rel}:{node.lineno} np.load without allow_pickle=False")
-                if name == "load" and owner == "torch" and kw.get("weights_only") is not True:
-                    found.append(f"{rel}:{node.lineno} torch.load without weights_only=True")
-    return found
-
 
 def security(tmp: Path, attempts: int) -> dict:
     import zmq.auth

@@ -27,14 +27,15 @@ from hypothesis import strategies as st
 from backend.jobs.selftest import SelftestRunner
 from backend.runner import Artifact, JobResult
 from backend.ratelimit import Budget, PeerLimiter
-from bench.hostile import (BIG_HEADERS, PNGS, Case, big_header, documented_codes, followups, hostile_case, judge,
-                           judge_followup, mutate, with_req)
-from bench.reliability import (ENV, REPO, Inbox, ServeProcess, free_endpoint, hypothesis_cases, is_final, load,
-                               small_disk, unsafe_calls)
 from shared import protocol as P
 from shared.client import Client, ClientError, CurveKeys, Disconnected
 from shared.png import PngError, decode_png
 from shared.spec import SpecError
+from testkit.audit import unsafe_calls
+from testkit.hostile import (BIG_HEADERS, PNGS, Case, big_header, documented_codes, followups, hostile_case,
+                             hypothesis_cases, judge, judge_followup, mutate, with_req)
+from testkit.load import load
+from testkit.serve import ENV, REPO, Inbox, ServeProcess, free_endpoint, is_final, small_disk
 
 CODES = documented_codes()
 

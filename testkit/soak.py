@@ -1,7 +1,7 @@
 """The soak part of bench/reliability.py: the server's memory under a long stream of bad input, while a job runs.
 
 Several sender processes (spawned, so their memory is not the server's) send hostile messages of every class
-bench/hostile.py knows: hypothesis cases and their libFuzzer-style mutants (never a valid submission: that would be
+testkit/hostile.py knows: hypothesis cases and their libFuzzer-style mutants (never a valid submission: that would be
 a job, not bad input) and, one message in four, a 10-60 KiB header of one of the :data:`BIG_HEADERS` classes.
 Every sender reconnects with a new routing id every ``churn`` messages (so the server meets tens of thousands of
 peers, and each connection outlasts its message budget: some replies are ``rate_limited``); one sender in four
@@ -25,7 +25,7 @@ import zmq
 
 from backend.jobs.selftest import SelftestRunner
 from backend.server import Server, ServerConfig, trim_heap
-from bench.hostile import big_header, hypothesis_cases, mutate
+from testkit.hostile import big_header, hypothesis_cases, mutate
 from shared import protocol as P
 from shared.client import Client, ClientError
 
