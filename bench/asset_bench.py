@@ -41,7 +41,7 @@ from shared.config import DistillConfig  # noqa: E402
 from shared.config.export import ExportConfig  # noqa: E402
 from shared.conventions import orbit_camera, pixel_rays, reference_grid  # noqa: E402
 from shared.morphable import load_default_rig  # noqa: E402
-from tests.export_helpers import load_glb  # noqa: E402
+from testkit.export_helpers import load_glb  # noqa: E402
 
 EXPRESSIONS = {"mouthSmile_L": 0.6, "mouthSmile_R": 0.6}
 QUICK = dict(preset="draft", n_az=4, n_el=3, levels=10, update_every=10, steps=150, batch_views=4, patch=16,

@@ -1,6 +1,6 @@
 """Export benchmark: time per stage and in total, and the Chamfer distance to the true head.
 
-Field: the true ICT-FaceKit head (density from its signed distance, see backend.export.ict_head) stands in for an
+Field: the true ICT-FaceKit head (density from its signed distance, see testkit.ict_head) stands in for an
 oracle distillation until the distillation's oracle run is on main; the Chamfer distance (mm, real head scale) is
 measured between the exported mesh and the rig's skin (face + head_neck), 50k points each way.
 
@@ -25,9 +25,9 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.export import export_field  # noqa: E402
-from backend.export.ict_head import ict_head_field, skin_samples  # noqa: E402
+from testkit.ict_head import ict_head_field, skin_samples  # noqa: E402
 from shared.config.export import ExportConfig  # noqa: E402
-from tests.export_helpers import load_glb  # noqa: E402
+from testkit.export_helpers import load_glb  # noqa: E402
 
 ICT_NPZ = Path(os.environ.get("JOKER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared")) \
     / "models" / "ict-facekit" / "ict_facekit_f16.npz"

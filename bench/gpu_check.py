@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backend import costs  # noqa: E402
 from backend.distill import Schedule, distill  # noqa: E402
+from backend.distill.schedule import whole_head_seconds  # noqa: E402
 from backend.prior.guidance import PriorGuidance  # noqa: E402
 from shared.config import DistillConfig, PriorConfig  # noqa: E402
 from shared.conventions import reference_grid  # noqa: E402
@@ -77,7 +78,7 @@ class Check:
 
 def build_models(check: Check) -> Path:
     """Random prior modules (SD1.5 size on CUDA, tiny in the dry run) written in the joker layout."""
-    from backend.prior.tiny import save_joker_layout, tiny_modules
+    from testkit.tiny_prior import save_joker_layout, tiny_modules
 
     t0 = time.monotonic()
     if check.dry:
@@ -239,14 +240,6 @@ def unit_costs(c: dict[str, int], s: dict[str, float], ddim_view_s: float) -> di
             "render_msample_s": renders / (max(c.get(costs.TARGET_RAY_SAMPLES, 0), 1) / 1e6)}
 
 
-def whole_head_seconds(cfg: DistillConfig, u: dict[str, float]) -> float:
-    """steps x s/step + for every planned update: its views' renders at that step's resolution, one-step targets,
-    and (Stage 2) the further DDIM steps."""
-    r, plan = cfg.resolved(), Schedule(cfg)
-    views = cfg.n_views
-    prior = sum(views * (plan.resolution_at(up.step) ** 2 * u["render_ray_s"] + u["target_view_s"]
-                         + (up.n_steps - 1) * u["ddim_view_s"]) for up in plan.updates)
-    return r.steps * u["step_s"] + prior
 
 
 def part_oracle(check: Check) -> Optional[dict[str, float]]:

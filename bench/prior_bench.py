@@ -1,7 +1,7 @@
 """Per-view cost of the Stage-1 distillation primitive (encode -> noise to t -> one guided DDIM step -> decode) with
 and without reference caching and view batching.
 
-CPU (here): the tiny random configuration of backend.prior.tiny. CUDA (where a GPU is lent): also the full
+CPU (here): the tiny random configuration of testkit.tiny_prior. CUDA (where a GPU is lent): also the full
 SD1.5-size architecture with random weights (no download), bf16, 512 px, with peak memory.
 
     python bench/prior_bench.py --quick
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.prior.models import PriorModules, joker_controlnet  # noqa: E402
 from backend.prior.prior import JokerPrior  # noqa: E402
-from backend.prior.tiny import tiny_modules, tiny_tokenizer  # noqa: E402
+from testkit.tiny_prior import tiny_modules, tiny_tokenizer  # noqa: E402
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8,

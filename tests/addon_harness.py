@@ -120,3 +120,72 @@ class Backend:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def start_backend(tmp_path: Path, models_dir: Optional[Path] = None):
+    """The real `joker-head serve` (selftest, preview and generate runners) on a free port.
+
+    ``models_dir`` holds tiny random prior weights in the real layout (tests never download); without it the
+    server has none, as on a fresh install.
+    """
+    models = models_dir or tmp_path / "no-models"
+    backend = Backend(tmp_path / "jobs", env={"JOKER_HEAD_MODELS": str(models), "OMP_NUM_THREADS": "1"})
+    backend.wait_ready()
+    return backend
+
+
+RIG_SCRIPT = """
+    from pathlib import Path
+    rig = mod("rig")
+    bpy.ops.joker_head.add_rig()
+    scene = bpy.context.scene
+    obj = scene.joker_head.rig
+    model = rig.model_for(obj)
+    keys = [kb.name for kb in obj.data.shape_keys.key_blocks]
+    obj.location = (0.4, -0.2, 1.1)
+    obj.scale = (1.5, 1.5, 1.5)
+    bpy.ops.joker_head.apply_preset(preset="smile")
+    obj.data.shape_keys.key_blocks["jawOpen"].value = 0.5
+    obj.rotation_euler = (0.15, -0.1, 0.3)   # XZY: pitch 0.15, roll 0.1, yaw 0.3
+    obj.joker_rig.gaze_yaw, obj.joker_rig.gaze_pitch = 0.25, -0.1
+    obj.joker_rig.identity[0].value, obj.joker_rig.identity[5].value = 1.2, -0.8
+"""
+
+UI_SCRIPT = """
+    # Panels do not draw headless: draw them into a layout that checks every property and operator they name.
+    class Layout:
+        def __init__(self, log): self.log = log
+        def __getattr__(self, name):
+            if name in ("row", "column", "box", "split", "grid_flow"):
+                return lambda *a, **k: Layout(self.log)
+            def call(*args, **kw):
+                if name in ("prop", "template_ID", "template_list"):
+                    data, prop = (args[0], args[1]) if name != "template_list" else (args[2], args[3])
+                    if prop not in data.bl_rna.properties:
+                        raise AttributeError(f"{type(data).__name__} has no property {prop}")
+                if name in ("operator", "operator_menu_enum"):
+                    cat, op = args[0].split(".")
+                    getattr(getattr(bpy.ops, cat), op).get_rna_type()
+                self.log.append(name + ":" + str(kw.get("text", args[1] if len(args) > 1 and isinstance(args[1], str) else "")))
+                return Layout(self.log)
+            return call
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+    from types import SimpleNamespace
+    ui = mod("ui")
+    state = scene.joker_head
+    job = state.jobs.add()
+    job.job_id, job.kind, job.state, job.stage, job.step, job.total, job.overall, job.eta_s = (
+        "cd" * 16, "generate", "running", "distill", 3, 10, 0.25, 125.0)
+    job.error, job.hint = "out of memory", "choose a smaller preset"
+    state.generate_job = job.job_id
+    state.prior_mode = "free"  # shows the base-model field too
+    mod("images").write_image("Joker Progress", np.zeros((8, 8, 3), np.uint8))
+    logs = {}
+    for cls in ui.CLASSES:
+        log = []
+        if cls.poll(bpy.context) if hasattr(cls, "poll") else True:
+            cls.draw(SimpleNamespace(layout=Layout(log), draw_job=getattr(cls, "draw_job", None)), bpy.context)
+        logs[cls.__name__] = log
+    report(logs=logs)
+"""

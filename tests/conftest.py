@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ICT_NPZ
+from tests.support import ICT_NPZ, REPO
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> Path:
     """A models dir with tiny random SD1.5 / ControlNet / Joker-checkpoint weights, built once per session."""
-    from backend.prior.tiny import ensure_tiny_models
+    from testkit.tiny_prior import ensure_tiny_models
 
     return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
@@ -143,3 +143,55 @@ def ict_rig(ict_npz):
     from shared.morphable import MorphableModel
 
     return MorphableModel.load(ict_npz)
+
+
+# --- the Blender add-on, built and installed once per session (tests/test_addon*.py) ---------------------------------
+def _build_addon():
+    """build_addon.py, the repo-root script that builds the extension zip."""
+    import sys
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import build_addon
+
+    return build_addon
+
+
+@pytest.fixture(scope="session")
+def wheels_dir() -> Path:
+    """The repo's wheel cache, filled from PyPI on the very first run only; every later run is offline.
+
+    No skip: without the wheels the add-on cannot be built, and the add-on tests are headline tests."""
+    build_addon = _build_addon()
+    try:
+        build_addon.download_wheels()
+    except build_addon.BuildError as e:
+        pytest.fail(f"the add-on needs pyzmq wheels: PyPI was unreachable and .cache/wheels is empty ({e}); run "
+                    "the tests once with PyPI reachable, or copy the wheels into .cache/wheels")
+    return build_addon.CACHE_WHEELS
+
+
+@pytest.fixture(scope="session")
+def addon_zip(tmp_path_factory, wheels_dir) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "joker_head.zip"
+    _build_addon().build(out, wheels_dir=wheels_dir)
+    return out
+
+
+@pytest.fixture(scope="session")
+def blender_user(tmp_path_factory, addon_zip) -> Path:
+    """A user-resources folder with the extension installed (and its pyzmq wheel) by Blender's own installer."""
+    user = tmp_path_factory.mktemp("blender") / "user"
+    user.mkdir()
+    from tests.addon_harness import run_bpy
+
+    got = run_bpy(f"""
+        import bpy, sys, json
+        r = bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(addon_zip)!r},
+                                                      enable_on_install=True)
+        print("JOKER_RESULT:" + json.dumps({{"result": list(r), "enabled": list(bpy.context.preferences.addons.keys()),
+              "registered": hasattr(bpy.types.Scene, "joker_head")}}))
+    """, user, prelude=False)
+    assert got["result"] == ["FINISHED"]
+    assert "bl_ext.user_default.joker_head" in got["enabled"] and got["registered"]
+    return user

@@ -7,52 +7,14 @@ import json
 import sys
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
 
-from tests.addon_harness import REPO, needs_bpy, run_bpy
+from tests.addon_harness import REPO, RIG_SCRIPT, UI_SCRIPT, needs_bpy, run_bpy, start_backend
 
 sys.path.insert(0, str(REPO))
 import build_addon  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def wheels_dir() -> Path:
-    """The repo's wheel cache, filled from PyPI on the very first run only; every later run is offline.
-
-    No skip: without the wheels the add-on cannot be built, and the add-on tests are headline tests."""
-    try:
-        build_addon.download_wheels()
-    except build_addon.BuildError as e:
-        pytest.fail(f"the add-on needs pyzmq wheels: PyPI was unreachable and .cache/wheels is empty ({e}); run "
-                    "the tests once with PyPI reachable, or copy the wheels into .cache/wheels")
-    return build_addon.CACHE_WHEELS
-
-
-@pytest.fixture(scope="session")
-def addon_zip(tmp_path_factory, wheels_dir) -> Path:
-    out = tmp_path_factory.mktemp("dist") / "joker_head.zip"
-    build_addon.build(out, wheels_dir=wheels_dir)
-    return out
-
-
-@pytest.fixture(scope="session")
-def blender_user(tmp_path_factory, addon_zip) -> Path:
-    """A user-resources folder with the extension installed (and its pyzmq wheel) by Blender's own installer."""
-    user = tmp_path_factory.mktemp("blender") / "user"
-    user.mkdir()
-    got = run_bpy(f"""
-        import bpy, sys, json
-        r = bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(addon_zip)!r},
-                                                      enable_on_install=True)
-        print("JOKER_RESULT:" + json.dumps({{"result": list(r), "enabled": list(bpy.context.preferences.addons.keys()),
-              "registered": hasattr(bpy.types.Scene, "joker_head")}}))
-    """, user, prelude=False)
-    assert got["result"] == ["FINISHED"]
-    assert "bl_ext.user_default.joker_head" in got["enabled"] and got["registered"]
-    return user
 
 
 # --- the zip -------------------------------------------------------------------------------------------------------
@@ -129,24 +91,6 @@ def test_installed_wheel_and_poll_messages(blender_user):
     assert "No finished 3D result" in got["msgs"]["import_result"]
     assert not got["online"] and "Online access is off" in got["msgs"]["remote"] and "10.11.12.13" in got["msgs"]["remote"]
     assert got["local"]
-
-
-RIG_SCRIPT = """
-    from pathlib import Path
-    rig = mod("rig")
-    bpy.ops.joker_head.add_rig()
-    scene = bpy.context.scene
-    obj = scene.joker_head.rig
-    model = rig.model_for(obj)
-    keys = [kb.name for kb in obj.data.shape_keys.key_blocks]
-    obj.location = (0.4, -0.2, 1.1)
-    obj.scale = (1.5, 1.5, 1.5)
-    bpy.ops.joker_head.apply_preset(preset="smile")
-    obj.data.shape_keys.key_blocks["jawOpen"].value = 0.5
-    obj.rotation_euler = (0.15, -0.1, 0.3)   # XZY: pitch 0.15, roll 0.1, yaw 0.3
-    obj.joker_rig.gaze_yaw, obj.joker_rig.gaze_pitch = 0.25, -0.1
-    obj.joker_rig.identity[0].value, obj.joker_rig.identity[5].value = 1.2, -0.8
-"""
 
 
 @needs_bpy
@@ -279,25 +223,11 @@ def test_import_lands_on_rig_renders_in_cycles_and_undoes(blender_user, ict_npz,
 
 
 # --- end to end: a backend process driven by the add-on's operators ------------------------------------------------
-def start_backend(tmp_path: Path, models_dir: Optional[Path] = None):
-    """The real `joker-head serve` (selftest, preview and generate runners) on a free port.
-
-    ``models_dir`` holds tiny random prior weights in the real layout (tests never download); without it the
-    server has none, as on a fresh install.
-    """
-    from tests.addon_harness import Backend
-
-    models = models_dir or tmp_path / "no-models"
-    backend = Backend(tmp_path / "jobs", env={"JOKER_HEAD_MODELS": str(models), "OMP_NUM_THREADS": "1"})
-    backend.wait_ready()
-    return backend
-
-
 @pytest.fixture(scope="module")
 def tiny_models_without_joker(tmp_path_factory) -> Path:
     """Tiny weights for the training-free prior; the Joker checkpoint is absent, as before `fetch-models`."""
     from backend.prior import layout
-    from backend.prior.tiny import save_tiny_models
+    from testkit.tiny_prior import save_tiny_models
 
     models = save_tiny_models(tmp_path_factory.mktemp("models"))
     (models / layout.JOKER_CHECKPOINT).unlink()
@@ -515,46 +445,6 @@ def test_unreachable_cancel_and_errors_with_hints(blender_user, ict_npz, tmp_pat
     assert "fetch-models --mode joker" in got["hint"]
     assert "my-finetune.safetensors" in got["own_model"] and "your fine-tune" in got["own_model"], got["own_model"]
     assert got["timer"]  # nothing in flight: the timer stops
-
-
-UI_SCRIPT = """
-    # Panels do not draw headless: draw them into a layout that checks every property and operator they name.
-    class Layout:
-        def __init__(self, log): self.log = log
-        def __getattr__(self, name):
-            if name in ("row", "column", "box", "split", "grid_flow"):
-                return lambda *a, **k: Layout(self.log)
-            def call(*args, **kw):
-                if name in ("prop", "template_ID", "template_list"):
-                    data, prop = (args[0], args[1]) if name != "template_list" else (args[2], args[3])
-                    if prop not in data.bl_rna.properties:
-                        raise AttributeError(f"{type(data).__name__} has no property {prop}")
-                if name in ("operator", "operator_menu_enum"):
-                    cat, op = args[0].split(".")
-                    getattr(getattr(bpy.ops, cat), op).get_rna_type()
-                self.log.append(name + ":" + str(kw.get("text", args[1] if len(args) > 1 and isinstance(args[1], str) else "")))
-                return Layout(self.log)
-            return call
-        def __setattr__(self, name, value):
-            object.__setattr__(self, name, value)
-    from types import SimpleNamespace
-    ui = mod("ui")
-    state = scene.joker_head
-    job = state.jobs.add()
-    job.job_id, job.kind, job.state, job.stage, job.step, job.total, job.overall, job.eta_s = (
-        "cd" * 16, "generate", "running", "distill", 3, 10, 0.25, 125.0)
-    job.error, job.hint = "out of memory", "choose a smaller preset"
-    state.generate_job = job.job_id
-    state.prior_mode = "free"  # shows the base-model field too
-    mod("images").write_image("Joker Progress", np.zeros((8, 8, 3), np.uint8))
-    logs = {}
-    for cls in ui.CLASSES:
-        log = []
-        if cls.poll(bpy.context) if hasattr(cls, "poll") else True:
-            cls.draw(SimpleNamespace(layout=Layout(log), draw_job=getattr(cls, "draw_job", None)), bpy.context)
-        logs[cls.__name__] = log
-    report(logs=logs)
-"""
 
 
 @needs_bpy

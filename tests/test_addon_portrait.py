@@ -1,6 +1,6 @@
 """Match Portrait / Match Expression under real bpy against a real `joker-head serve` (the fit job on a real photo).
 
-The extension is built and installed once (fixtures of tests/test_addon.py); each bpy script runs in a subprocess.
+The extension is built and installed once (fixtures in tests/conftest.py); each bpy script runs in a subprocess.
 """
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.addon_harness import needs_bpy, run_bpy
+from tests.addon_harness import RIG_SCRIPT, UI_SCRIPT, needs_bpy, run_bpy, start_backend
 from tests.support import assert_close
-from tests.test_addon import addon_zip, blender_user, start_backend, wheels_dir  # noqa: F401  (fixtures)
 
 MATCH_SCRIPT = """
     import json
@@ -64,7 +63,7 @@ MATCH_SCRIPT = """
 
 @needs_bpy
 @pytest.mark.slow
-def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, tmp_path):  # noqa: F811
+def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, tmp_path):
     from PIL import Image
     from skimage import data
 
@@ -103,9 +102,7 @@ def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, 
 
 
 @needs_bpy
-def test_portrait_panel_draws_its_controls_and_the_aligned_crop(blender_user, ict_npz):  # noqa: F811
-    from tests.test_addon import RIG_SCRIPT, UI_SCRIPT
-
+def test_portrait_panel_draws_its_controls_and_the_aligned_crop(blender_user, ict_npz):
     setup = """
     job = scene.joker_head.jobs.add()
     job.job_id, job.kind, job.state, job.purpose = "ab" * 16, "fit", "done", "portrait"
@@ -123,7 +120,7 @@ def test_portrait_panel_draws_its_controls_and_the_aligned_crop(blender_user, ic
 
 
 @needs_bpy
-def test_a_phone_photo_reaches_the_backend_upright(blender_user, tmp_path):  # noqa: F811
+def test_a_phone_photo_reaches_the_backend_upright(blender_user, tmp_path):
     """Blender ignores EXIF orientation; the reference PNG the add-on sends is turned upright like the file the
     fit job decodes, so Preview/Generate and Match Portrait see the same face."""
     import io

@@ -13,7 +13,7 @@ from backend.distill import Schedule, distill
 from backend.distill.oracle import OracleGuidance, oracle_head
 from backend.prior import load_prior
 from backend.prior.guidance import PriorGuidance
-from backend.prior.tiny import TINY_RESOLUTION, ensure_tiny_models
+from testkit.tiny_prior import TINY_RESOLUTION, ensure_tiny_models
 from shared.config import DistillConfig, PriorConfig
 from shared.config.distill import estimate_source
 from shared.conventions import reference_grid

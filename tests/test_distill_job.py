@@ -138,7 +138,7 @@ def test_demo_command_runs_offline(tmp_path):
 def test_generate_with_the_joker_prior_on_tiny_weights(rig, tmp_path):
     """The real prior path end to end: normal maps of every view -> PriorGuidance (tiny random weights in the
     official layout, loaded by the real code) -> distillation -> export."""
-    from backend.prior.tiny import ensure_tiny_models
+    from testkit.tiny_prior import ensure_tiny_models
     from shared.png import encode_png
     from shared.protocol import Png
 

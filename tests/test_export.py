@@ -8,11 +8,11 @@ import torch
 
 from backend.export import export_field
 from backend.export.iso import LN2
-from backend.export.reference_fields import BETA_M, SIGMA_S, BoxField, SDFField, SphereField
+from testkit.reference_fields import BETA_M, SIGMA_S, BoxField, SDFField, SphereField
 from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.spec import SpecError, from_dict
-from tests.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
+from testkit.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
 
 SMALL = dict(resolution=64, faces=4000, texture=256)  # 6.6 mm cells: fast, still a fair test
 

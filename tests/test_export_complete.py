@@ -18,8 +18,8 @@ from scipy.spatial import cKDTree
 from backend.export import Completion, export_field, rig_body
 from backend.export.complete import seen_weight, vertex_visibility
 from backend.export.fill import harmonic_fill
-from backend.export.ict_head import ict_head_field
-from backend.export.reference_fields import SphereField
+from testkit.ict_head import ict_head_field
+from testkit.reference_fields import SphereField
 from shared.morphable import vertex_normals
 from shared.config import DistillConfig
 from shared.config.export import ExportConfig
@@ -27,7 +27,7 @@ from shared.conventions import grid_angles, reference_grid
 from shared.morphable import MorphableModel
 from shared.spec import SpecError, from_dict
 from tests.addon_harness import BLENDER_PYTHON, needs_bpy
-from tests.export_helpers import is_closed, load_glb, sample_texture, validate_glb, welded
+from testkit.export_helpers import is_closed, load_glb, sample_texture, validate_glb, welded
 
 TURNTABLE_SCRIPT = Path(__file__).with_name("blender_turntable.py")
 BACKDROP = np.array([0.05, 0.9, 0.05])  # a backdrop the field's pattern never comes near (its chromaticity <= 0.57)

@@ -11,10 +11,10 @@ import pytest
 from scipy.spatial import cKDTree
 
 from backend.export import export_field
-from backend.export.ict_head import ict_head_field, skin_samples
+from testkit.ict_head import ict_head_field, skin_samples
 from shared.config.export import ExportConfig
 from tests.addon_harness import BLENDER_PYTHON, needs_bpy
-from tests.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
+from testkit.export_helpers import field_colour, is_closed, load_glb, sample_texture, welded
 
 BLENDER_SCRIPT = Path(__file__).with_name("blender_import_glb.py")
 

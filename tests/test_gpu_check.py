@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.distill.schedule import whole_head_seconds
 from shared.config import DistillConfig
 from shared.config.distill import COSTS
 
@@ -46,9 +47,6 @@ def test_cpu_dry_run_prints_every_part_and_the_last_line(ict_npz, tmp_path):
 
 
 def test_whole_head_extrapolation_by_hand():
-    sys.path.insert(0, str(REPO / "bench"))
-    from gpu_check import whole_head_seconds
-
     cfg = DistillConfig(preset="draft", n_az=2, n_el=1, levels=4, stage1_fraction=0.5, update_every=10, steps=40,
                         resolutions=(8, 16), milestones=(15,))
     units = {"step_s": 0.5, "render_ray_s": 0.001, "target_view_s": 2.0, "ddim_view_s": 0.25}

@@ -72,7 +72,7 @@ def two_faces_png(astronaut) -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from backend.prior.tiny import ensure_tiny_models
+    from testkit.tiny_prior import ensure_tiny_models
 
     return ensure_tiny_models(tmp_path_factory.getbasetemp() / "prior-models")
 
@@ -242,7 +242,7 @@ def test_cli_preview_from_a_portrait_end_to_end(make_server, astronaut_png, coff
                                                 capsys):
     from backend.cli import main
     from backend.jobs.preview import PreviewRunner
-    from backend.prior.tiny import TINY_RESOLUTION
+    from testkit.tiny_prior import TINY_RESOLUTION
 
     server = make_server(runners={"fit": FitRunner(), "preview": PreviewRunner(models_dir=tiny_models)})
     photo = tmp_path / "astronaut.jpg"  # a JPEG, as a user has them: the CLI sends the reference as PNG

@@ -10,7 +10,7 @@ import torch
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_joker, read_checkpoint
 from backend.prior.models import official_state_dict, rename_legacy_vae_keys, split_official
-from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
+from testkit.tiny_prior import TINY_RESOLUTION, tiny_modules
 from backend.prior.errors import PriorError
 from shared.config.prior import PriorConfig
 

@@ -1,6 +1,6 @@
 """The prior's sampler against diffusers' own pipelines, and reference-feature caching against no caching.
 
-Tiny random weights written to disk and loaded through the real loading code (backend.prior.tiny)."""
+Tiny random weights written to disk and loaded through the real loading code (testkit.tiny_prior)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from backend.prior import layout, load_prior
-from backend.prior.tiny import TINY_RESOLUTION
+from testkit.tiny_prior import TINY_RESOLUTION
 from shared.config.prior import PriorConfig
 from tests.support import assert_close
 

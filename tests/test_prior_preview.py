@@ -13,7 +13,7 @@ from backend.jobs.preview import PreviewRunner
 from backend.prior import load_prior
 from backend.prior.guidance import PriorGuidance
 from backend.prior.prior import out_of_memory_as_job_error
-from backend.prior.tiny import TINY_RESOLUTION
+from testkit.tiny_prior import TINY_RESOLUTION
 from backend.prior.errors import PriorError
 from backend.runner import JobCancelled, JobContext, JobFailed
 from shared.config.prior import PriorConfig

@@ -15,7 +15,7 @@ from backend.cli import main as cli_main
 from backend.jobs.preview import PreviewRunner
 from backend.prior import layout, load_prior
 from backend.prior.loading import CheckpointError, load_free
-from backend.prior.tiny import TINY_RESOLUTION, tiny_modules
+from testkit.tiny_prior import TINY_RESOLUTION, tiny_modules
 from backend.prior.errors import PriorError
 from backend.runner import JobContext
 from shared.config.prior import PriorConfig

@@ -75,3 +75,14 @@ class Schedule:
     def stage_at(self, step: int) -> int:
         u = self.last_update_before(step)
         return u.stage if u is not None else 1
+
+
+def whole_head_seconds(cfg: DistillConfig, u: dict[str, float]) -> float:
+    """A whole head's seconds from measured unit costs ``u`` (bench/gpu_check.py measures them; keys step_s,
+    render_ray_s, target_view_s, ddim_view_s): steps x s/step + for every planned update: its views' renders at
+    that step's resolution, one-step targets, and (Stage 2) the further DDIM steps."""
+    r, plan = cfg.resolved(), Schedule(cfg)
+    views = cfg.n_views
+    prior = sum(views * (plan.resolution_at(up.step) ** 2 * u["render_ray_s"] + u["target_view_s"]
+                         + (up.n_steps - 1) * u["ddim_view_s"]) for up in plan.updates)
+    return r.steps * u["step_s"] + prior

@@ -5,7 +5,7 @@ The rig data (``ict_facekit_f16.npz``: centimetres, +Y up, +Z forward) becomes t
 (face + head_neck) with the mouth and eye sockets and the eyeballs, the neck hole capped; its signed distance is
 sampled on a grid (exact distances to dense surface samples in a narrow band, flood-fill signs elsewhere) and
 turned into a NeRF-like density (``backend.export.complete.sdf_grid``) by
-:class:`backend.export.reference_fields.GridSDFField`.
+:class:`testkit.reference_fields.GridSDFField`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import trimesh
 
 from backend.export.complete import cap_holes, sdf_grid
-from backend.export.reference_fields import GridSDFField
+from testkit.reference_fields import GridSDFField
 from shared.conventions import NERF_BOUND_RADIUS_M
 from shared.ict import REGIONS, arrays_from_archive
 
