@@ -93,6 +93,7 @@ def _add_shape_keys(obj: bpy.types.Object, model: MorphableModel) -> None:
         kb.data.foreach_set("co", head_to_blender(S0 + model.expression_basis[j]).astype(np.float32).ravel())
         kb.relative_key = neutral
         kb.slider_min, kb.slider_max = -1.0, 1.5
+        kb.value = 0.0  # Blender 5 gives a new key the value 1.0; the rig starts neutral
     obj.data.shape_keys.use_relative = True
     obj.active_shape_key_index = 2 if len(model.expression_names) else 0
     del basis

@@ -559,3 +559,21 @@ def test_properties_that_mirror_spec_fields_take_the_specs_limits(blender_user):
     assert changed["mesh_resolution"]["items"] == ["128", "192", "256", "384", "512"]
     assert changed["view_az"]["min"] == -30.0 and changed["view_az"]["max"] == 30.0
     assert got["restored"]["max"] == 1_000_000
+
+
+NEUTRAL_SCRIPT = """
+    rig = mod("rig")
+    bpy.ops.joker_head.add_rig()
+    obj = bpy.context.scene.joker_head.rig
+    fresh = rig.expression_weights(obj)
+    obj.data.shape_keys.key_blocks["jawOpen"].value = 0.6
+    report(fresh=fresh, set=rig.expression_weights(obj))
+"""
+
+
+@needs_bpy
+def test_a_new_rig_starts_neutral(blender_user, ict_npz):
+    """Blender 5 gives a new shape key the value 1.0: every expression of a freshly added rig must still read 0."""
+    got = run_bpy(NEUTRAL_SCRIPT, blender_user)
+    assert got["fresh"] == {}
+    assert got["set"] == {"jawOpen": pytest.approx(0.6)}

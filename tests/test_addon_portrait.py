@@ -37,7 +37,8 @@ MATCH_SCRIPT = """
         pump_until(lambda: job().state == "failed" or (job().state == "done" and job().result_path), 400, "the fit")
         j = job()
         meta = json.loads(Path(j.result_path).read_text())["meta"] if j.state == "done" else None
-        return dict(state=j.state, error=j.error, hint=j.hint, message=j.message, warnings=j.warnings), meta
+        return dict(state=j.state, error=j.error, hint=j.hint, message=j.message, warnings=j.warnings,
+                    purpose=j.purpose), meta
     before = snapshot()
     portrait_job, portrait = fit(bpy.ops.joker_head.match_portrait)
     matched = snapshot()
@@ -76,6 +77,7 @@ def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, 
     finally:
         backend.stop()
     assert got["portrait_job"]["state"] == "done", got["portrait_job"]
+    assert got["portrait_job"]["purpose"] == "portrait"
     fitted = got["portrait"]["rig"]
     n = len(fitted["identity"])
     ident = np.asarray(got["matched"]["identity"])
