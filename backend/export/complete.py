@@ -30,7 +30,7 @@ import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from backend.export.grid import Grid
+from backend.export.grid import Grid, linear_interpolation, upsample
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera
 
 SHELL_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")  # closed but for the neck
@@ -143,16 +143,8 @@ def _coarse_distance(band: np.ndarray, h: float, c: int = 4) -> np.ndarray:
     padded[:R, :R, :R] = band
     coarse = padded.reshape(Rc, c, Rc, c, Rc, c).any(axis=(1, 3, 5))
     d = ndimage.distance_transform_edt(~coarse).astype(np.float32) * (c * h)
-    m = _linear_interpolation(np.arange(Rc, dtype=np.float32) * c + (c - 1) / 2.0, np.arange(R, dtype=np.float32))
-    return _upsample(d, m)
-
-
-def _upsample(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32
-    [R, R, R]."""
-    y = np.tensordot(m, x, axes=(1, 0))
-    y = np.tensordot(y, m, axes=(1, 1)).transpose(0, 2, 1)
-    return np.tensordot(y, m, axes=(2, 1)).astype(np.float32)
+    m = linear_interpolation(np.arange(Rc, dtype=np.float32) * c + (c - 1) / 2.0, np.arange(R, dtype=np.float32))
+    return upsample(d, m)
 
 
 def _spread(cameras: Sequence[Camera], limit: int = MAX_VIEWS) -> list[Camera]:
@@ -230,28 +222,25 @@ def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Ca
     dist, nearest = cKDTree(allv).query(q, workers=2)
     fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0)
     wc = (allw[nearest] * fade).reshape(len(ax), len(ax), len(ax)).astype(np.float32)
-    w = _upsample(wc, _linear_interpolation(ax, grid.axis()))
+    w = upsample(wc, linear_interpolation(ax, grid.axis()))
     return np.clip(w, 0.0, 1.0), {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)}
 
 
-def _linear_interpolation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Matrix float32 [len(dst), len(src)] of 1D linear interpolation from samples at ``src`` to points ``dst``."""
-    m = np.zeros((len(dst), len(src)), np.float32)
-    j = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
-    t = np.clip((dst - src[j]) / (src[j + 1] - src[j]), 0.0, 1.0)
-    m[np.arange(len(dst)), j] = 1.0 - t
-    m[np.arange(len(dst)), j + 1] = t
-    return m
-
-
-def completed_distance(sigma: np.ndarray, level: float, grid: Grid, completion: Completion
-                       ) -> tuple[np.ndarray, dict[str, Any]]:
-    """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside; and a summary."""
+def rig_terms(grid: Grid, completion: Completion) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """What the completion needs before the field is sampled: phi_rig float32 [R, R, R] (metres, negative inside),
+    the blend weight w float32 [R, R, R] in [0, 1] (the field's say; 0 where its density is not used) and a
+    summary."""
     phi_rig = sdf_grid(completion.body, grid.resolution, grid.bound)
     w, info = blend_weight(completion.body, completion.cameras, grid)
+    return phi_rig, w, info
+
+
+def completed_distance(sigma: np.ndarray, level: float, grid: Grid, phi_rig: np.ndarray, w: np.ndarray
+                       ) -> np.ndarray:
+    """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside."""
     phi = field_distance(sigma, level, grid)
     phi *= w
     phi += (1.0 - w) * phi_rig
     # a light smoothing (well under a cell) takes the NeRF's voxel-scale noise out of the surface: fewer slivers for
     # the decimator, fewer UV charts, no change at the scale of a feature
-    return ndimage.gaussian_filter(phi, SMOOTH_CELLS), info
+    return ndimage.gaussian_filter(phi, SMOOTH_CELLS)
