@@ -111,3 +111,28 @@ def test_completed_export_is_the_same_sparse_or_dense(ict_npz):
     _, j = cKDTree(q).query(pts)
     d = np.abs(np.einsum("ij,ij->i", pts - q[j], b.face_normals[face[j]]))  # point to tangent plane of b
     assert np.percentile(d, 99) < 0.25 * h and d.max() < h, (np.percentile(d, 99) / h, d.max() / h)
+
+
+def test_guard_fills_pits_removes_thin_debris_keeps_thick_added_volume():
+    """The field's surface wins where the views looked, but not with a NeRF's pits and porous debris."""
+    from backend.export.complete import guard_field
+
+    grid = Grid(96)
+    ax = grid.axis()
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
+    r = np.sqrt(x * x + y * y + z * z)
+    rig = (r - 0.08).astype(np.float32)
+    pit = np.sqrt((x - 0.08) ** 2 + y * y + z * z) - 0.015  # a 15 mm hole into the side of the head
+    plate = np.maximum(np.abs(y + 0.09) - 0.001, np.maximum(np.abs(x) - 0.03, np.abs(z) - 0.03))  # 2 mm sheet
+    hair = np.maximum(r - 0.1, -y + 0.04)  # a 2 cm thick cap on top
+    field = np.minimum(np.minimum(np.maximum(rig, -pit), plate), hair).astype(np.float32)
+    out = guard_field(field.copy(), rig, grid)
+
+    def inside(phi, p):
+        i = np.round((np.asarray(p) + grid.bound) / grid.spacing).astype(int)
+        return phi[tuple(i)] < 0
+
+    assert not inside(field, (0.07, 0, 0)) and inside(out, (0.07, 0, 0))  # the pit is filled
+    assert inside(field, (0, -0.09, 0.02)) and not inside(out, (0, -0.09, 0.02))  # the sheet is gone
+    assert inside(field, (0, 0.09, 0)) and inside(out, (0, 0.09, 0))  # the cap of hair stays
+    assert inside(out, (-0.07, 0, 0)) and not inside(out, (0.0, 0.0, 0.11))

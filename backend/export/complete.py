@@ -42,6 +42,10 @@ SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
 FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
 DEPTH_RES = 160  # pixels of the depth maps used for occlusion (1.4 mm per pixel at the face)
 DEPTH_TOL_M = 0.006  # a point this far behind the nearest surface still counts as seen (rasterisation, thin rims)
+BOUND_NEAR_M, BOUND_FAR_M = 0.01, 0.03  # the field has no say within the first, full say beyond the second from
+# the NeRF's bound
+CARVE_M = 0.004  # the field's surface may lie this far inside the rig's (a thinner face, a mouth's corner), no more
+OPEN_M = 0.003  # added volume thinner than twice this is debris, not hair
 MAX_VIEWS = 48  # visibility needs the range of directions, not every view: at most this many, evenly spread
 
 
@@ -223,7 +227,25 @@ def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Ca
     fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0)
     wc = (allw[nearest] * fade).reshape(len(ax), len(ax), len(ax)).astype(np.float32)
     w = upsample(wc, linear_interpolation(ax, grid.axis()))
+    # near the NeRF's bound the field is clipped and its blob prior dominates (a neck cut there comes out torn)
+    edge = np.clip((grid.bound - np.abs(grid.axis()) - BOUND_NEAR_M) / (BOUND_FAR_M - BOUND_NEAR_M), 0.0, 1.0)
+    w *= edge[:, None, None] * edge[None, :, None] * edge[None, None, :]
     return np.clip(w, 0.0, 1.0), {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)}
+
+
+def guard_field(phi_field: np.ndarray, phi_rig: np.ndarray, grid: Grid) -> np.ndarray:
+    """phi_field with what a distillation gets wrong even where the views looked taken out (in place; float32
+    [R, R, R], metres): pits deeper than ``CARVE_M`` into the rig's head are filled (a NeRF leaves holes where it
+    saw background through a thin rim), and volume outside the rig thinner than ``2 OPEN_M`` (porous debris around
+    the neck and hairline) is removed by a morphological opening. Thick added volume (hair, a tongue) stays."""
+    np.minimum(phi_field, phi_rig + np.float32(CARVE_M), out=phi_field)
+    solid = phi_field < 0
+    r = max(1, int(round(OPEN_M / grid.spacing)))
+    ball = ndimage.generate_binary_structure(3, 1)
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(solid, ball, iterations=r), ball, iterations=r)
+    thin = solid & ~opened & (phi_rig > 0)
+    phi_field[thin] = np.maximum(phi_rig[thin], np.float32(grid.spacing))
+    return phi_field
 
 
 def rig_terms(grid: Grid, completion: Completion) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -238,7 +260,7 @@ def rig_terms(grid: Grid, completion: Completion) -> tuple[np.ndarray, np.ndarra
 def completed_distance(sigma: np.ndarray, level: float, grid: Grid, phi_rig: np.ndarray, w: np.ndarray
                        ) -> np.ndarray:
     """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside."""
-    phi = field_distance(sigma, level, grid)
+    phi = guard_field(field_distance(sigma, level, grid), phi_rig, grid)
     phi *= w
     phi += (1.0 - w) * phi_rig
     # a light smoothing (well under a cell) takes the NeRF's voxel-scale noise out of the surface: fewer slivers for
