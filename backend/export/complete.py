@@ -23,7 +23,7 @@ one marching cubes run on phi and keeping the component that holds the origin gi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import trimesh
@@ -46,6 +46,9 @@ BOUND_NEAR_M, BOUND_FAR_M = 0.01, 0.03  # the field has no say within the first,
 # the NeRF's bound
 CARVE_M = 0.004  # the field's surface may lie this far inside the rig's (a thinner face, a mouth's corner), no more
 OPEN_M = 0.003  # added volume thinner than twice this is debris, not hair
+BACKGROUND_RGB = (0.06, 0.15)  # RGB distance to the background colour: below the first a texel is backdrop
+MAX_BACKGROUND_SHARE = 0.3  # if more of the seen surface than this looks like the background, the backdrop is
+# skin-coloured and the test would eat the face: it is then skipped
 MAX_VIEWS = 48  # visibility needs the range of directions, not every view: at most this many, evenly spread
 
 
@@ -58,6 +61,10 @@ class Completion:
 
     body: list[tuple[np.ndarray, np.ndarray]]
     cameras: Sequence[Camera]
+    # the field's background model (its environment map): unit ray directions float [N, 3] (head frame, torch) ->
+    # colour float [N, 3] in 0..1. With it, texels showing the background colour seen along their view ray count as
+    # unseen (the NeRF learnt the backdrop in concave places the views saw head-on).
+    background: Optional[Callable[[Any], Any]] = None
 
 
 def cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -162,6 +169,13 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
     is not hidden behind the mesh (z-buffer of the mesh itself, ``DEPTH_TOL_M``). float32 [V] in [0, 1].
 
     vertices float [V, 3] head frame (metres), faces int [F, 3], normals float [V, 3] unit, outward."""
+    return vertex_views(vertices, faces, normals, cameras)[0]
+
+
+def vertex_views(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cameras: Sequence[Camera]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`vertex_visibility` and the direction of the view ray that gave it: (float32 [V], float32 [V, 3] unit,
+    camera -> vertex, head frame; the first view's for vertices no view saw)."""
     import torch
 
     from backend.render import rasterize_chunks
@@ -170,6 +184,7 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
     v = np.asarray(vertices, dtype=np.float64)
     cams = _spread(cameras)
     best = np.zeros(len(v), np.float32)
+    ray = np.zeros((len(v), 3), np.float32)
     vt = torch.from_numpy(np.ascontiguousarray(v, np.float32))
     ft = torch.from_numpy(np.ascontiguousarray(faces, np.int64))
     for chunk, frag in rasterize_chunks(vt, ft, cams):
@@ -182,9 +197,20 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
             inside = (px[:, 0] >= 0) & (px[:, 0] < cam.width) & (px[:, 1] >= 0) & (px[:, 1] < cam.height)
             shown = inside & (z > 0) & ((d <= 0) | (z <= d + DEPTH_TOL_M))
             to_cam = cam.centre[None] - v
-            cos = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
-            best = np.maximum(best, np.where(shown, np.clip(cos, 0.0, 1.0), 0.0).astype(np.float32))
-    return best
+            dist = np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
+            cos = np.einsum("ij,ij->i", normals, to_cam) / dist
+            cos = np.where(shown, np.clip(cos, 0.0, 1.0), 0.0).astype(np.float32)
+            better = (cos > best) | ((best == 0) & (ray == 0).all(axis=1))
+            ray[better] = (-to_cam / dist[:, None])[better]
+            best = np.maximum(best, cos)
+    return best, ray
+
+
+def background_trust(colours: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """0 where a colour is the background seen along its view ray, 1 where it is clearly not: float32 [N] from
+    float [N, 3] colours and background colours, 0..1 (smoothstep over the RGB distance, ``BACKGROUND_RGB``)."""
+    d = np.linalg.norm(np.asarray(colours, np.float64) - np.asarray(background, np.float64), axis=1)
+    return seen_weight(d, *BACKGROUND_RGB)
 
 
 def seen_weight(visibility: np.ndarray, lo: float = SEEN_COS[0], hi: float = SEEN_COS[1]) -> np.ndarray:

@@ -96,17 +96,29 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     def colour(p: np.ndarray) -> np.ndarray:
         return query(field.colour, p, cfg.chunk, device)
 
-    seen = fill_colours = None
+    seen = fill_colours = background = None
     if completion is not None:
         with _timed(t, "fill", progress):
-            seen_v = complete.seen_weight(complete.vertex_visibility(v, f, n, completion.cameras),
-                                          *complete.TEXTURE_SEEN_COS)
-            fill_v = fill_mod.harmonic_fill(len(v), f, colour(v.astype(np.float32)), seen_v)
+            vis, ray = complete.vertex_views(v, f, n, completion.cameras)
+            seen_v = complete.seen_weight(vis, *complete.TEXTURE_SEEN_COS)
+            colour_v = colour(v.astype(np.float32))
+            if completion.background is not None:
+                bg_v = query(completion.background, ray, cfg.chunk, device)
+                trust = complete.background_trust(colour_v, bg_v)
+                share = float((seen_v * (1.0 - trust)).sum() / max(float(seen_v.sum()), 1e-9))
+                info["background_share"] = round(share, 4)  # of the seen surface, backdrop-coloured
+                if share <= complete.MAX_BACKGROUND_SHARE:
+                    seen_v = seen_v * trust
+                    background = bg_v[uw.source]
+                else:
+                    info["background_note"] = (f"{share:.0%} of the seen surface has the background's colour: the "
+                                               "backdrop resembles the head, so no texel was rejected for it")
+            fill_v = fill_mod.harmonic_fill(len(v), f, colour_v, seen_v)
             seen, fill_colours = seen_v[uw.source], fill_v[uw.source]
             info["seen_vertex_fraction"] = round(float((seen_v > 0.5).mean()), 4)
     with _timed(t, "bake", progress):
         texture, coverage, visibility = bake_mod.bake(uw.uv, uw.faces, positions, cfg.texture, colour, seen,
-                                                      fill_colours)
+                                                      fill_colours, background)
     with _timed(t, "write", progress):
         glb = write.write_glb(positions, normals, uw.faces, uw.uv, texture)
         files = _extra_files(cfg, positions, normals, uw, texture)
