@@ -42,7 +42,7 @@ SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
 FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
 DEPTH_RES = 160  # pixels of the depth maps used for occlusion (1.4 mm per pixel at the face)
 DEPTH_TOL_M = 0.006  # a point this far behind the nearest surface still counts as seen (rasterisation, thin rims)
-BOUND_NEAR_M, BOUND_FAR_M = 0.01, 0.03  # the field has no say within the first, full say beyond the second from
+BOUND_NEAR_M, BOUND_FAR_M = 0.015, 0.045  # the field has no say within the first, full say beyond the second from
 # the NeRF's bound
 CARVE_M = 0.004  # the field's surface may lie this far inside the rig's (a thinner face, a mouth's corner), no more
 OPEN_M = 0.003  # added volume thinner than twice this is debris, not hair
@@ -204,6 +204,12 @@ def vertex_views(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, c
             ray[better] = (-to_cam / dist[:, None])[better]
             best = np.maximum(best, cos)
     return best, ray
+
+
+def at_points(values: np.ndarray, grid: Grid, points: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a grid quantity float [R, R, R] at head-frame points float [N, 3]: float32 [N]."""
+    idx = ((np.asarray(points, np.float64) + grid.bound) / grid.spacing).T
+    return ndimage.map_coordinates(values, idx, order=1, mode="nearest").astype(np.float32)
 
 
 def background_trust(colours: np.ndarray, background: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     if phi_rig is not None and w is not None:
         with _timed(t, "blend", progress):
             phi = complete.completed_distance(sigma, level, grid, phi_rig, w)
-            del phi_rig, w
+            del phi_rig
     with _timed(t, "marching_cubes", progress):
         if completion is not None:
             v, f = surface.marching_cubes_sdf(phi, grid)
@@ -101,6 +101,9 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
         with _timed(t, "fill", progress):
             vis, ray = complete.vertex_views(v, f, n, completion.cameras)
             seen_v = complete.seen_weight(vis, *complete.TEXTURE_SEEN_COS)
+            if w is not None:  # colour from the field only where its surface is the mesh's, not the rig's
+                seen_v = seen_v * complete.at_points(w, grid, v)
+                del w
             colour_v = colour(v.astype(np.float32))
             if completion.background is not None:
                 bg_v = query(completion.background, ray, cfg.chunk, device)
