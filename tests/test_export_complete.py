@@ -109,7 +109,8 @@ def test_texture_has_no_backdrop_colour_and_a_visibility_map(completed):
     # no texel of the head keeps the backdrop's colour, though the field is backdrop-blue behind the ears
     is_blue = np.abs(c - BACKDROP).max(axis=1) < 0.12
     assert is_blue.mean() < 0.005, is_blue.mean()
-    front = pts[:, 2] > 0.04  # seen head-on: the field's own colours
+    front = (pts[:, 2] > 0.0) & (np.abs(pts[:, 0]) < 0.05)  # the face, seen head-on: the field's own colours
+    assert front.sum() > 300
     with torch.no_grad():
         truth = head.colour(torch.from_numpy(pts[front].astype(np.float32))).numpy()
     assert np.abs(c[front] - truth).mean() < 0.05
@@ -197,3 +198,51 @@ def test_completed_head_turntable_in_cycles_has_no_holes_or_backdrop(completed, 
         assert fr["coverage"] > 0.05, fr  # the head is in the frame
         assert fr["holes"] == 0, fr  # no background pixel inside the head's silhouette
         assert fr["backdrop_pixels"] < 0.005, fr  # no backdrop-coloured head pixels
+
+
+SKY = torch.tensor([0.55, 0.75, 0.95])  # the field's learnt backdrop (light blue, as the demo's)
+
+
+class BackdropInTheEyesField:
+    """The true head whose eye sockets (concave, seen head-on) carry the backdrop's colour, as a NeRF learns it
+    there: the views showed the background through them."""
+
+    def __init__(self, head, eyes: np.ndarray):
+        self.head, self.eyes = head, torch.from_numpy(eyes.astype(np.float32))
+
+    def density(self, p: torch.Tensor) -> torch.Tensor:
+        return self.head.density(p)
+
+    def colour(self, p: torch.Tensor) -> torch.Tensor:
+        near = torch.cdist(p.float(), self.eyes).min(dim=1).values < 0.018
+        return torch.where(near[:, None], SKY.to(p.dtype), self.head.colour(p))
+
+    def background(self, d: torch.Tensor) -> torch.Tensor:  # a slightly direction-dependent sky
+        return (SKY + 0.03 * d).clamp(0, 1)
+
+
+@pytest.mark.slow
+def test_backdrop_coloured_specks_are_treated_as_unseen_and_filled(rig, ict_npz):
+    model, vertices = rig
+    eyes = np.stack([vertices[model.region_mask(e)].mean(0) for e in ("eyeball_L", "eyeball_R")])
+    field = BackdropInTheEyesField(ict_head_field(ict_npz, resolution=96), eyes)
+    cfg = ExportConfig(resolution=96, faces=10_000, texture=512)
+    body, cams = rig_body(model, vertices), reference_grid(64, 8, 5)
+
+    def bluish_near_eyes(result) -> float:
+        pts, c = sample_texture(load_glb(result.glb), 20_000)
+        near = cKDTree(eyes).query(pts)[0] < 0.016
+        assert near.sum() > 50
+        return float((np.linalg.norm(c[near] - SKY.numpy(), axis=1) < 0.1).mean())
+
+    plain = export_field(field, cfg, completion=Completion(body, cams))
+    assert bluish_near_eyes(plain) > 0.3  # without the background model the backdrop is baked in
+    result = export_field(field, cfg, completion=Completion(body, cams, background=field.background))
+    assert bluish_near_eyes(result) < 0.02
+    assert 0.0 < result.meta["background_share"] < 0.1 and "background_note" not in result.meta
+    # the rest of the face keeps the field's colours
+    pts, c = sample_texture(load_glb(result.glb), 6000)
+    front = (pts[:, 2] > 0.0) & (np.abs(pts[:, 0]) < 0.05) & (cKDTree(eyes).query(pts)[0] > 0.03)
+    with torch.no_grad():
+        truth = field.head.colour(torch.from_numpy(pts[front].astype(np.float32))).numpy()
+    assert front.sum() > 300 and np.abs(c[front] - truth).mean() < 0.05

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import distance_transform_edt
 
+from backend.export.complete import background_trust
+
 
 def rasterise_ids(uv: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
     """Face id per texel: int32 [size, size] (-1: empty). Row 0 is the top of the image (v = 1)."""
@@ -67,13 +69,16 @@ def dilate(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
 
 def bake(uv: np.ndarray, faces: np.ndarray, positions: np.ndarray, size: int,
          colour: Callable[[np.ndarray], np.ndarray], seen: Optional[np.ndarray] = None,
-         fill: Optional[np.ndarray] = None) -> tuple[np.ndarray, float, Optional[np.ndarray]]:
+         fill: Optional[np.ndarray] = None, background: Optional[np.ndarray] = None
+         ) -> tuple[np.ndarray, float, Optional[np.ndarray]]:
     """Texture uint8 [size, size, 3], the covered fraction and the visibility map (uint8 [size, size], 255 = seen;
     None without ``seen``). ``colour`` maps float32 [N, 3] -> [N, 3] in 0..1.
 
     With per-vertex trust ``seen`` float [V] in 0..1 and completed colours ``fill`` float [V, 3], each texel is
     seen · colour(point) + (1 - seen) · fill (both interpolated from the texel's face), so grazing and unseen
-    samples give way to the fill; unseen texels never query the field."""
+    samples give way to the fill; unseen texels never query the field. With ``background`` float [V, 3] (the
+    background colour along each vertex's view ray) a texel's trust also drops where its colour is that
+    background's (``backend.export.complete.background_trust``): the NeRF's backdrop in concave places."""
     ids = rasterise_ids(uv, faces, size)
     flat, f, bary = texel_barycentrics(uv, faces, ids)
     pts = np.einsum("nk,nkd->nd", bary, positions[faces[f]]).astype(np.float32)
@@ -85,8 +90,12 @@ def bake(uv: np.ndarray, faces: np.ndarray, positions: np.ndarray, size: int,
     else:
         s = np.einsum("nk,nk->n", bary, seen[faces[f]]).astype(np.float32)
         out = np.einsum("nk,nkc->nc", bary, fill[faces[f]]).astype(np.float32)
-        look = s > 1e-3
-        out[look] += s[look, None] * (colour(pts[look]) - out[look])
+        look = np.flatnonzero(s > 1e-3)
+        c = colour(pts[look])
+        if background is not None:
+            bg = np.einsum("nk,nkc->nc", bary[look], background[faces[f[look]]])
+            s[look] *= background_trust(c, bg)
+        out[look] += s[look, None] * (c - out[look])
         rgb[flat] = np.clip(out, 0.0, 1.0)
         vmap = np.zeros(size * size, np.float32)
         vmap[flat] = s

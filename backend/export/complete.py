@@ -23,14 +23,14 @@ one marching cubes run on phi and keeping the component that holds the origin gi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from backend.export.grid import Grid
+from backend.export.grid import Grid, linear_interpolation, upsample
 from shared.conventions import NERF_BOUND_RADIUS_M, Camera
 
 SHELL_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")  # closed but for the neck
@@ -42,6 +42,13 @@ SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
 FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
 DEPTH_RES = 160  # pixels of the depth maps used for occlusion (1.4 mm per pixel at the face)
 DEPTH_TOL_M = 0.006  # a point this far behind the nearest surface still counts as seen (rasterisation, thin rims)
+BOUND_NEAR_M, BOUND_FAR_M = 0.015, 0.045  # the field has no say within the first, full say beyond the second from
+# the NeRF's bound
+CARVE_M = 0.004  # the field's surface may lie this far inside the rig's (a thinner face, a mouth's corner), no more
+OPEN_M = 0.003  # added volume thinner than twice this is debris, not hair
+BACKGROUND_RGB = (0.06, 0.15)  # RGB distance to the background colour: below the first a texel is backdrop
+MAX_BACKGROUND_SHARE = 0.3  # if more of the seen surface than this looks like the background, the backdrop is
+# skin-coloured and the test would eat the face: it is then skipped
 MAX_VIEWS = 48  # visibility needs the range of directions, not every view: at most this many, evenly spread
 
 
@@ -54,6 +61,10 @@ class Completion:
 
     body: list[tuple[np.ndarray, np.ndarray]]
     cameras: Sequence[Camera]
+    # the field's background model (its environment map): unit ray directions float [N, 3] (head frame, torch) ->
+    # colour float [N, 3] in 0..1. With it, texels showing the background colour seen along their view ray count as
+    # unseen (the NeRF learnt the backdrop in concave places the views saw head-on).
+    background: Optional[Callable[[Any], Any]] = None
 
 
 def cap_holes(m: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -143,16 +154,8 @@ def _coarse_distance(band: np.ndarray, h: float, c: int = 4) -> np.ndarray:
     padded[:R, :R, :R] = band
     coarse = padded.reshape(Rc, c, Rc, c, Rc, c).any(axis=(1, 3, 5))
     d = ndimage.distance_transform_edt(~coarse).astype(np.float32) * (c * h)
-    m = _linear_interpolation(np.arange(Rc, dtype=np.float32) * c + (c - 1) / 2.0, np.arange(R, dtype=np.float32))
-    return _upsample(d, m)
-
-
-def _upsample(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32
-    [R, R, R]."""
-    y = np.tensordot(m, x, axes=(1, 0))
-    y = np.tensordot(y, m, axes=(1, 1)).transpose(0, 2, 1)
-    return np.tensordot(y, m, axes=(2, 1)).astype(np.float32)
+    m = linear_interpolation(np.arange(Rc, dtype=np.float32) * c + (c - 1) / 2.0, np.arange(R, dtype=np.float32))
+    return upsample(d, m)
 
 
 def _spread(cameras: Sequence[Camera], limit: int = MAX_VIEWS) -> list[Camera]:
@@ -166,6 +169,13 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
     is not hidden behind the mesh (z-buffer of the mesh itself, ``DEPTH_TOL_M``). float32 [V] in [0, 1].
 
     vertices float [V, 3] head frame (metres), faces int [F, 3], normals float [V, 3] unit, outward."""
+    return vertex_views(vertices, faces, normals, cameras)[0]
+
+
+def vertex_views(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cameras: Sequence[Camera]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`vertex_visibility` and the direction of the view ray that gave it: (float32 [V], float32 [V, 3] unit,
+    camera -> vertex, head frame; the first view's for vertices no view saw)."""
     import torch
 
     from backend.render import rasterize_chunks
@@ -174,6 +184,7 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
     v = np.asarray(vertices, dtype=np.float64)
     cams = _spread(cameras)
     best = np.zeros(len(v), np.float32)
+    ray = np.zeros((len(v), 3), np.float32)
     vt = torch.from_numpy(np.ascontiguousarray(v, np.float32))
     ft = torch.from_numpy(np.ascontiguousarray(faces, np.int64))
     for chunk, frag in rasterize_chunks(vt, ft, cams):
@@ -186,9 +197,26 @@ def vertex_visibility(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarr
             inside = (px[:, 0] >= 0) & (px[:, 0] < cam.width) & (px[:, 1] >= 0) & (px[:, 1] < cam.height)
             shown = inside & (z > 0) & ((d <= 0) | (z <= d + DEPTH_TOL_M))
             to_cam = cam.centre[None] - v
-            cos = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
-            best = np.maximum(best, np.where(shown, np.clip(cos, 0.0, 1.0), 0.0).astype(np.float32))
-    return best
+            dist = np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
+            cos = np.einsum("ij,ij->i", normals, to_cam) / dist
+            cos = np.where(shown, np.clip(cos, 0.0, 1.0), 0.0).astype(np.float32)
+            better = (cos > best) | ((best == 0) & (ray == 0).all(axis=1))
+            ray[better] = (-to_cam / dist[:, None])[better]
+            best = np.maximum(best, cos)
+    return best, ray
+
+
+def at_points(values: np.ndarray, grid: Grid, points: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a grid quantity float [R, R, R] at head-frame points float [N, 3]: float32 [N]."""
+    idx = ((np.asarray(points, np.float64) + grid.bound) / grid.spacing).T
+    return ndimage.map_coordinates(values, idx, order=1, mode="nearest").astype(np.float32)
+
+
+def background_trust(colours: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """0 where a colour is the background seen along its view ray, 1 where it is clearly not: float32 [N] from
+    float [N, 3] colours and background colours, 0..1 (smoothstep over the RGB distance, ``BACKGROUND_RGB``)."""
+    d = np.linalg.norm(np.asarray(colours, np.float64) - np.asarray(background, np.float64), axis=1)
+    return seen_weight(d, *BACKGROUND_RGB)
 
 
 def seen_weight(visibility: np.ndarray, lo: float = SEEN_COS[0], hi: float = SEEN_COS[1]) -> np.ndarray:
@@ -230,28 +258,43 @@ def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Ca
     dist, nearest = cKDTree(allv).query(q, workers=2)
     fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0)
     wc = (allw[nearest] * fade).reshape(len(ax), len(ax), len(ax)).astype(np.float32)
-    w = _upsample(wc, _linear_interpolation(ax, grid.axis()))
+    w = upsample(wc, linear_interpolation(ax, grid.axis()))
+    # near the NeRF's bound the field is clipped and its blob prior dominates (a neck cut there comes out torn)
+    edge = np.clip((grid.bound - np.abs(grid.axis()) - BOUND_NEAR_M) / (BOUND_FAR_M - BOUND_NEAR_M), 0.0, 1.0)
+    w *= edge[:, None, None] * edge[None, :, None] * edge[None, None, :]
     return np.clip(w, 0.0, 1.0), {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)}
 
 
-def _linear_interpolation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Matrix float32 [len(dst), len(src)] of 1D linear interpolation from samples at ``src`` to points ``dst``."""
-    m = np.zeros((len(dst), len(src)), np.float32)
-    j = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
-    t = np.clip((dst - src[j]) / (src[j + 1] - src[j]), 0.0, 1.0)
-    m[np.arange(len(dst)), j] = 1.0 - t
-    m[np.arange(len(dst)), j + 1] = t
-    return m
+def guard_field(phi_field: np.ndarray, phi_rig: np.ndarray, grid: Grid) -> np.ndarray:
+    """phi_field with what a distillation gets wrong even where the views looked taken out (in place; float32
+    [R, R, R], metres): pits deeper than ``CARVE_M`` into the rig's head are filled (a NeRF leaves holes where it
+    saw background through a thin rim), and volume outside the rig thinner than ``2 OPEN_M`` (porous debris around
+    the neck and hairline) is removed by a morphological opening. Thick added volume (hair, a tongue) stays."""
+    np.minimum(phi_field, phi_rig + np.float32(CARVE_M), out=phi_field)
+    solid = phi_field < 0
+    r = max(1, int(round(OPEN_M / grid.spacing)))
+    ball = ndimage.generate_binary_structure(3, 1)
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(solid, ball, iterations=r), ball, iterations=r)
+    thin = solid & ~opened & (phi_rig > 0)
+    phi_field[thin] = np.maximum(phi_rig[thin], np.float32(grid.spacing))
+    return phi_field
 
 
-def completed_distance(sigma: np.ndarray, level: float, grid: Grid, completion: Completion
-                       ) -> tuple[np.ndarray, dict[str, Any]]:
-    """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside; and a summary."""
+def rig_terms(grid: Grid, completion: Completion) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """What the completion needs before the field is sampled: phi_rig float32 [R, R, R] (metres, negative inside),
+    the blend weight w float32 [R, R, R] in [0, 1] (the field's say; 0 where its density is not used) and a
+    summary."""
     phi_rig = sdf_grid(completion.body, grid.resolution, grid.bound)
     w, info = blend_weight(completion.body, completion.cameras, grid)
-    phi = field_distance(sigma, level, grid)
+    return phi_rig, w, info
+
+
+def completed_distance(sigma: np.ndarray, level: float, grid: Grid, phi_rig: np.ndarray, w: np.ndarray
+                       ) -> np.ndarray:
+    """phi = w phi_field + (1 - w) phi_rig on the grid: float32 [R, R, R], metres, negative inside."""
+    phi = guard_field(field_distance(sigma, level, grid), phi_rig, grid)
     phi *= w
     phi += (1.0 - w) * phi_rig
     # a light smoothing (well under a cell) takes the NeRF's voxel-scale noise out of the surface: fewer slivers for
     # the decimator, fewer UV charts, no change at the scale of a feature
-    return ndimage.gaussian_filter(phi, SMOOTH_CELLS), info
+    return ndimage.gaussian_filter(phi, SMOOTH_CELLS)

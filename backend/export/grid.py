@@ -80,8 +80,31 @@ def sample_density(field: Any, grid: Grid, chunk: int, progress: Progress = None
         sigma[i0:i0 + len(xs)] = d.reshape(len(xs), R, R)
         if progress:
             progress("sample", s + 1, n_steps)
+    check_finite(sigma)
+    return np.maximum(sigma, 0.0)
+
+
+def check_finite(sigma: np.ndarray) -> None:
+    """Raise :class:`ExportError` when the field returned NaN or infinite densities (any shape)."""
     if not np.isfinite(sigma).all():
         bad = int((~np.isfinite(sigma)).sum())
         raise ExportError(f"the field returned {bad} non-finite densities",
                           hint="the NeRF diverged; re-run the distillation (a lower learning rate or another seed)")
-    return np.maximum(sigma, 0.0)
+
+
+def linear_interpolation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Matrix float32 [len(dst), len(src)] of 1D linear interpolation from samples at ``src`` to points ``dst``."""
+    m = np.zeros((len(dst), len(src)), np.float32)
+    j = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
+    t = np.clip((dst - src[j]) / (src[j + 1] - src[j]), 0.0, 1.0)
+    m[np.arange(len(dst)), j] = 1.0 - t
+    m[np.arange(len(dst)), j + 1] = t
+    return m
+
+
+def upsample(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of a cube x [n, n, n] by the matrix m [R, n] along each axis: float32
+    [R, R, R]."""
+    y = np.tensordot(m, x, axes=(1, 0))
+    y = np.tensordot(y, m, axes=(1, 1)).transpose(0, 2, 1)
+    return np.tensordot(y, m, axes=(2, 1)).astype(np.float32)

@@ -16,6 +16,7 @@ a fine one. The choice depends on the field's geometry, not on its density scale
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -45,11 +46,12 @@ def _rays(sigma: np.ndarray, stride: int) -> list[tuple[int, bool, np.ndarray]]:
 
 
 def _frontal(sigma: np.ndarray, axis: int, reverse: bool, stride: int, depth: np.ndarray,
-             min_cos: float) -> np.ndarray:
+             min_cos: float, where: Optional[np.ndarray] = None) -> np.ndarray:
     """Rays meeting the surface within acos(min_cos) of its normal (the density gradient at the median depth).
 
     Oblique rays collect optical depth faster, so their median depth sits outside the surface a frontal view shows;
-    only near-frontal rays measure where the renderer puts the surface. bool [n_rays]."""
+    only near-frontal rays measure where the renderer puts the surface. Rays whose median depth falls outside
+    ``where`` (bool [R, R, R], optional) do not count either. bool [n_rays]."""
     R = sigma.shape[0]
     m = np.moveaxis(np.arange(R)[::stride], 0, 0)
     a, b = np.meshgrid(m, m, indexing="ij")
@@ -66,7 +68,8 @@ def _frontal(sigma: np.ndarray, axis: int, reverse: bool, stride: int, depth: np
         grad.append(sigma[tuple(hi)].astype(np.float64) - sigma[tuple(lo)])
     grad = np.stack(grad, axis=1)
     cos = np.abs(grad[:, axis]) / np.maximum(np.linalg.norm(grad, axis=1), 1e-30)
-    return ok & (cos >= min_cos)
+    counts = ok & (cos >= min_cos)
+    return counts if where is None else counts & where[tuple(idx)]
 
 
 def _median_depth(rays: np.ndarray, h: float) -> np.ndarray:
@@ -106,15 +109,17 @@ def _first_crossings(log_rays: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 
 def choose_iso_level(sigma: np.ndarray, spacing: float, n_levels: int = 24, min_cos: float = 0.9,
-                     max_missed: float = 0.02) -> IsoChoice:
+                     max_missed: float = 0.02, where: Optional[np.ndarray] = None) -> IsoChoice:
     """The iso-level (per metre) whose surface sits where the renderer's median depth does, without holes.
 
-    sigma: float32 [R, R, R] densities per metre; spacing: grid spacing h in metres.
+    sigma: float32 [R, R, R] densities per metre; spacing: grid spacing h in metres. where: optional bool
+    [R, R, R], the region whose surface counts (with a completion: where the field has a say, not the debris the
+    rig replaces); rays whose median depth lies elsewhere are ignored.
     """
     stride = max(1, sigma.shape[0] // 128)  # 128² rays per side are plenty for one number
     bundles = _rays(sigma, stride)
     d_med = [_median_depth(r, spacing) for _, _, r in bundles]
-    frontal = [_frontal(sigma, a, rev, stride, d, min_cos) for (a, rev, _), d in zip(bundles, d_med)]
+    frontal = [_frontal(sigma, a, rev, stride, d, min_cos, where) for (a, rev, _), d in zip(bundles, d_med)]
     opaque = int(sum(np.isfinite(d).sum() for d in d_med))
     lo = -np.log1p(-MIN_ALPHA) / RENDER_STEP_M  # below this the renderer skips the sample
     hi = float(sigma.max())

@@ -15,6 +15,7 @@ from backend.export import fill as fill_mod
 from backend.export.complete import Completion
 from backend.export.grid import Grid, _field_device, query, sample_density
 from backend.export.iso import choose_iso_level
+from backend.export.sparse import sample_sparse
 from backend.export.errors import ExportError
 from shared.config.export import ExportConfig
 from shared.conventions import HEAD_FRAME, HEAD_UNITS
@@ -58,14 +59,16 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     cfg = check(cfg)
     grid, t, info = Grid(cfg.resolution), {}, {}
     t_start = time.perf_counter()
-    with _timed(t, "sample", progress):
-        sigma = sample_density(field, grid, cfg.chunk, progress)  # [R, R, R] per metre
-    with _timed(t, "iso", progress):
-        level, iso_info = _iso_level(sigma, grid, cfg)
-    if completion is not None:
+    phi_rig = w = None
+    if completion is not None:  # before sampling: the field is only needed where w > 0
         with _timed(t, "complete", progress):
-            phi, complete_info = complete.completed_distance(sigma, level, grid, completion)
+            phi_rig, w, complete_info = complete.rig_terms(grid, completion)
             info.update(complete_info)
+    sigma, level, iso_info = _sample(field, grid, cfg, None if w is None else w > 0, progress, info, t)
+    if phi_rig is not None and w is not None:
+        with _timed(t, "blend", progress):
+            phi = complete.completed_distance(sigma, level, grid, phi_rig, w)
+            del phi_rig
     with _timed(t, "marching_cubes", progress):
         if completion is not None:
             v, f = surface.marching_cubes_sdf(phi, grid)
@@ -93,17 +96,32 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     def colour(p: np.ndarray) -> np.ndarray:
         return query(field.colour, p, cfg.chunk, device)
 
-    seen = fill_colours = None
+    seen = fill_colours = background = None
     if completion is not None:
         with _timed(t, "fill", progress):
-            seen_v = complete.seen_weight(complete.vertex_visibility(v, f, n, completion.cameras),
-                                          *complete.TEXTURE_SEEN_COS)
-            fill_v = fill_mod.harmonic_fill(len(v), f, colour(v.astype(np.float32)), seen_v)
+            vis, ray = complete.vertex_views(v, f, n, completion.cameras)
+            seen_v = complete.seen_weight(vis, *complete.TEXTURE_SEEN_COS)
+            if w is not None:  # colour from the field only where its surface is the mesh's, not the rig's
+                seen_v = seen_v * complete.at_points(w, grid, v)
+                del w
+            colour_v = colour(v.astype(np.float32))
+            if completion.background is not None:
+                bg_v = query(completion.background, ray, cfg.chunk, device)
+                trust = complete.background_trust(colour_v, bg_v)
+                share = float((seen_v * (1.0 - trust)).sum() / max(float(seen_v.sum()), 1e-9))
+                info["background_share"] = round(share, 4)  # of the seen surface, backdrop-coloured
+                if share <= complete.MAX_BACKGROUND_SHARE:
+                    seen_v = seen_v * trust
+                    background = bg_v[uw.source]
+                else:
+                    info["background_note"] = (f"{share:.0%} of the seen surface has the background's colour: the "
+                                               "backdrop resembles the head, so no texel was rejected for it")
+            fill_v = fill_mod.harmonic_fill(len(v), f, colour_v, seen_v)
             seen, fill_colours = seen_v[uw.source], fill_v[uw.source]
             info["seen_vertex_fraction"] = round(float((seen_v > 0.5).mean()), 4)
     with _timed(t, "bake", progress):
         texture, coverage, visibility = bake_mod.bake(uw.uv, uw.faces, positions, cfg.texture, colour, seen,
-                                                      fill_colours)
+                                                      fill_colours, background)
     with _timed(t, "write", progress):
         glb = write.write_glb(positions, normals, uw.faces, uw.uv, texture)
         files = _extra_files(cfg, positions, normals, uw, texture)
@@ -119,10 +137,44 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     return ExportResult(glb=glb, meta=meta, files=files)
 
 
-def _iso_level(sigma: np.ndarray, grid: Grid, cfg: ExportConfig) -> tuple[float, dict[str, Any]]:
+def _sample(field: Any, grid: Grid, cfg: ExportConfig, need: Optional[np.ndarray], progress: Progress,
+            info: dict[str, Any], timings: dict[str, float]) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """The density grid float32 [R, R, R] (per metre), its iso-level and the level's summary; sampling figures go
+    into ``info``, the stages' times (``sample``, ``iso``: the level choices, interleaved with sparse sampling) into
+    ``timings``. Sparse (``backend.export.sparse``) unless ``cfg.sampling`` is "dense"."""
+    iso_s = [0.0]
+
+    def choose(sigma: np.ndarray) -> tuple[float, dict[str, Any]]:
+        if progress:
+            progress("iso", 0, 1)
+        t0 = time.perf_counter()
+        out = _iso_level(sigma, grid, cfg, need)
+        iso_s[0] += time.perf_counter() - t0
+        if progress:
+            progress("iso", 1, 1)
+        return out
+
+    if progress:
+        progress("sample", 0, 1)
+    t0 = time.perf_counter()
+    if cfg.sampling == "dense":
+        sigma = sample_density(field, grid, cfg.chunk, progress)
+        info.update({"sample_points": int(sigma.size), "sample_fraction": 1.0})
+        level, level_info = choose(sigma)
+    else:
+        out = sample_sparse(field, grid, cfg.chunk, choose, need, progress)
+        info.update(out.info)
+        sigma, level, level_info = out.sigma, out.level, out.level_info
+    timings["sample"] = round(time.perf_counter() - t0 - iso_s[0], 3)
+    timings["iso"] = round(iso_s[0], 3)
+    return sigma, level, level_info
+
+
+def _iso_level(sigma: np.ndarray, grid: Grid, cfg: ExportConfig, where: Optional[np.ndarray] = None
+               ) -> tuple[float, dict[str, Any]]:
     if cfg.iso is not None:
         return float(cfg.iso), {"iso_source": "override"}
-    choice = choose_iso_level(sigma, grid.spacing)
+    choice = choose_iso_level(sigma, grid.spacing, where=where)
     if not np.isfinite(choice.level):
         raise ExportError("the field is empty: no ray through the bound reaches opacity 1/2",
                           hint="the distillation produced no head; check its previews, or set ExportConfig.iso")

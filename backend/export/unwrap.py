@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import xatlas
 
-MIN_PATCH_FACES = 6000  # smaller pieces add seams: a patch's jagged border is cut into many small charts
+MIN_PATCH_FACES = 60_000  # smaller pieces add seams: a patch border is cut into many small charts (a 20k-face
+# distilled head: 304 charts whole, 756 in three patches; at 46k faces 670 whole in 6 s, 1145 in two in 2.4 s)
 CHART_MAX_COST = 8.0  # xatlas ChartOptions.max_cost (default 2.0)
 
 

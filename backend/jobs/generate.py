@@ -173,6 +173,8 @@ class GenerateRunner:
             ctx.progress("export", step, total, stage)
 
         completion = completion_for(params, cameras)
+        if completion is not None:  # the distilled field's environment map: texels showing it are not trusted
+            completion.background = getattr(field, "background", None)
         try:
             out = export_field(field, params.export, progress=progress, completion=completion)
         except ExportError as e:

@@ -12,6 +12,7 @@ from typing import Optional
 from ..spec import spec
 
 FORMATS = ("glb", "glb+obj")
+SAMPLINGS = ("sparse", "dense")
 
 
 @dataclass
@@ -26,6 +27,8 @@ class ExportConfig:
                                 doc="keep extra mesh parts whose area is at least this fraction of the head's")
     uv_patches: int = spec(32, lo=1, hi=256,
                            doc="spatial patches charted together by xatlas (1: chart the whole mesh; slower)")
+    sampling: str = spec("sparse", choices=SAMPLINGS,
+                         doc="sparse: the full grid only near the surface (same mesh, ~5x fewer field queries); dense")
     padding: int = spec(2, lo=0, hi=16, doc="texels between UV charts")
     format: str = spec("glb", choices=FORMATS, doc="glb, or glb+obj to add OBJ + MTL + PNG files")
     chunk: int = spec(262_144, lo=1024, hi=16_777_216,
