@@ -10,14 +10,14 @@ from scipy.spatial import cKDTree
 
 from backend.export import Completion, export_field, rig_body, surface
 from backend.export.grid import Grid, sample_density
-from backend.export.ict_head import ict_head_field
+from testkit.ict_head import ict_head_field
 from backend.export.iso import choose_iso_level
-from backend.export.reference_fields import SDFField
+from testkit.reference_fields import SDFField
 from backend.export.sparse import coarse_indices, sample_sparse, stride_for
 from shared.config.export import ExportConfig
 from shared.conventions import reference_grid
 from shared.morphable import MorphableModel
-from tests.export_helpers import load_glb
+from testkit.export_helpers import load_glb
 
 
 class CountingField:
