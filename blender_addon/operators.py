@@ -260,22 +260,30 @@ class JOKER_OT_match_expression(_MatchOperator):
     purpose, image_attr = "expression", "driving"
 
 
-class JOKER_OT_apply_fit(bpy.types.Operator):
+class _FinishedJobOperator(bpy.types.Operator):
+    """An undoable operator on a finished job: ``job_id``, else the scene's latest job of ``job_attr``."""
+
+    bl_options = {"REGISTER", "UNDO"}
+    job_attr = ""  # the JokerHeadState field holding the latest job of this kind
+    not_done = ""  # the poll message while there is none
+    job_id: StringProperty(options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        job = find_job(context.scene, getattr(context.scene.joker_head, cls.job_attr))
+        if job is None or job.state != "done":
+            cls.poll_message_set(cls.not_done)
+            return False
+        return True
+
+
+class JOKER_OT_apply_fit(_FinishedJobOperator):
     """Set a finished fit on its rig again (Match Portrait: identity, plus expression and pose by the toggles;
     Match Expression: expression and pose)"""
 
     bl_idname = "joker_head.apply_fit"
     bl_label = "Apply Fit"
-    bl_options = {"REGISTER", "UNDO"}
-    job_id: StringProperty(options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        job = find_job(context.scene, context.scene.joker_head.fit_job)
-        if job is None or job.state != "done":
-            cls.poll_message_set("No finished fit yet: press Match Portrait")
-            return False
-        return True
+    job_attr, not_done = "fit_job", "No finished fit yet: press Match Portrait"
 
     def execute(self, context):
         import json
@@ -354,21 +362,12 @@ class JOKER_OT_test_connection(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class JOKER_OT_import_result(bpy.types.Operator):
+class JOKER_OT_import_result(_FinishedJobOperator):
     """Import a finished head onto its rig (the rig is hidden, not deleted; undo restores it)"""
 
     bl_idname = "joker_head.import_result"
     bl_label = "Import Result"
-    bl_options = {"REGISTER", "UNDO"}
-    job_id: StringProperty(options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        job = find_job(context.scene, context.scene.joker_head.generate_job)
-        if job is None or job.state != "done":
-            cls.poll_message_set("No finished 3D result yet")
-            return False
-        return True
+    job_attr, not_done = "generate_job", "No finished 3D result yet"
 
     def execute(self, context):
         state = context.scene.joker_head
