@@ -276,6 +276,10 @@ class _FinishedJobOperator(bpy.types.Operator):
             return False
         return True
 
+    def job(self, context):
+        """The job this operator acts on: its ``job_id``, else the scene's latest of ``job_attr``."""
+        return find_job(context.scene, self.job_id or getattr(context.scene.joker_head, self.job_attr))
+
 
 class JOKER_OT_apply_fit(_FinishedJobOperator):
     """Set a finished fit on its rig again (Match Portrait: identity, plus expression and pose by the toggles;
@@ -292,7 +296,7 @@ class JOKER_OT_apply_fit(_FinishedJobOperator):
         from .shared.spec import SpecError, from_dict
 
         state = context.scene.joker_head
-        job = find_job(context.scene, self.job_id or state.fit_job)
+        job = self.job(context)
         rig_obj = bpy.data.objects.get(job.rig_name) if job is not None else None
         if rig_obj is None or not rig_obj.joker_rig.is_rig:
             self.report({"ERROR"}, "The fitted rig is gone: pick a rig and press Match Portrait again")
@@ -371,7 +375,7 @@ class JOKER_OT_import_result(_FinishedJobOperator):
 
     def execute(self, context):
         state = context.scene.joker_head
-        job = find_job(context.scene, self.job_id or state.generate_job)
+        job = self.job(context)
         if job is None or not Path(job.result_path).is_file():
             self.report({"ERROR"}, "The result file is missing: reopen the file while the backend runs to fetch it "
                                    "again")

@@ -30,6 +30,16 @@ class _Panel:
     bl_category = "Joker"
 
 
+class _RigPanel(_Panel):
+    """A sub-panel shown once the scene has a rig."""
+
+    bl_parent_id = "JOKER_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.joker_head.rig is not None
+
+
 class JOKER_PT_main(_Panel, bpy.types.Panel):
     bl_label = "Joker Head"
 
@@ -55,13 +65,8 @@ class JOKER_PT_main(_Panel, bpy.types.Panel):
         layout.operator("joker_head.add_rig", icon="MONKEY")
 
 
-class JOKER_PT_rig(_Panel, bpy.types.Panel):
+class JOKER_PT_rig(_RigPanel, bpy.types.Panel):
     bl_label = "Rig"
-    bl_parent_id = "JOKER_PT_main"
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene.joker_head.rig is not None
 
     def draw(self, context):
         layout = self.layout
@@ -94,13 +99,8 @@ class JOKER_PT_rig(_Panel, bpy.types.Panel):
             col.prop(item, "value", text=f"Mode {i + 1}", slider=True)
 
 
-class JOKER_PT_portrait(_Panel, bpy.types.Panel):
+class JOKER_PT_portrait(_RigPanel, bpy.types.Panel):
     bl_label = "Portrait (fit the rig to a photo)"
-    bl_parent_id = "JOKER_PT_main"
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene.joker_head.rig is not None
 
     def draw(self, context):
         layout, state = self.layout, context.scene.joker_head
@@ -122,14 +122,9 @@ class JOKER_PT_portrait(_Panel, bpy.types.Panel):
         _image_preview(layout, images.ALIGNED_IMAGE)
 
 
-class JOKER_PT_normal_map(_Panel, bpy.types.Panel):
+class JOKER_PT_normal_map(_RigPanel, bpy.types.Panel):
     bl_label = "Normal Map (what the prior sees)"
-    bl_parent_id = "JOKER_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene.joker_head.rig is not None
 
     def draw(self, context):
         layout, state = self.layout, context.scene.joker_head
