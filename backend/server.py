@@ -334,14 +334,17 @@ class Server:
 
     def _on_cancel(self, identity: bytes, client: str, msg: P.Message) -> None:
         job = self._job(msg.body.job)
+        dequeued = False
         with self._lock:
             if job.record.state == "queued" and self.queue.remove(job.record.job):
-                job.record.state = "cancelled"
+                job.record.state, dequeued = "cancelled", True
                 self._save_state(job.record)
             elif job.ctx is not None:
                 job.cancel_requested = True
                 job.ctx.cancel()  # the worker records the cancellation when the runner stops
         self._send(identity, self._state(job), req=msg.req)
+        if dequeued:  # no worker will ever report this job: its final `cancelled` goes out here, to every follower
+            self._send_final(job, job.subscribers | {identity})
 
     def _on_status(self, identity: bytes, client: str, msg: P.Message) -> None:
         self._send(identity, self._state(self._job(msg.body.job)), req=msg.req)

@@ -282,6 +282,10 @@ class Client:
             track.state = body.state
             if track.submit is not None and body.state != "queued":
                 track.submit = None
+        elif isinstance(body, P.Error) and body.code == "unknown_job" and track.submit is not None:
+            # A cancel or fetch overtook our own submission, which the server refused unprocessed (rate) or has not
+            # read yet: not final. The submission is resent (timer or reconnect) and a pending cancel follows it.
+            return None
         elif isinstance(body, (P.Result, P.Error)):  # every job-level error is final for that job
             if track.finished and msg.req is None:
                 return None  # exactly once for the caller, however often the server sends it

@@ -320,6 +320,45 @@ def test_the_client_resends_what_the_server_refused_for_rate(make_server, make_c
     assert sorted(server.jobs) == sorted(jobs + [slow])
 
 
+def test_a_cancel_that_overtakes_a_refused_submission_is_not_final(zmq_context, make_client):
+    """The server refuses a submission for rate and then answers its cancel with `unknown_job`: the client neither
+    ends the job there nor stops resending it; once resent, the submission and then the cancel reach the server."""
+    server = zmq_context.socket(zmq.ROUTER)
+    server.linger = 0
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client = make_client(f"tcp://127.0.0.1:{port}", timeout_s=5)
+
+    def receive() -> tuple[bytes, P.Message]:
+        assert server.poll(5000), "the client sent nothing"
+        identity, *frames = server.recv_multipart()
+        return identity, P.decode(frames)
+
+    def reply(identity: bytes, body) -> None:
+        server.send_multipart([identity, *P.encode(body)])
+
+    assert receive()[1].type == "hello"
+    job = client.submit("selftest", {"steps": 1})
+    identity, msg = receive()
+    assert msg.type == "submit"
+    reply(identity, P.Error("rate_limited", "too fast", retry_after_s=0.3))
+    client.cancel(job)
+    assert receive()[1].type == "cancel"
+    reply(identity, P.Error("unknown_job", f"no job {job}", job=job))
+    seen = []
+    while server.poll(0) == 0 and len(seen) < 100:  # until the client resends
+        seen += client.pump(timeout_s=0.02)
+    assert not [m for m in seen if getattr(m.body, "job", None) == job], "the overtaking reply ended the job"
+    resent = [receive()[1] for _ in range(2)]
+    assert [(m.type, m.body.job) for m in resent] == [("submit", job), ("cancel", job)]
+    reply(identity, P.JobState(job, "selftest", "cancelled"))
+    reply(identity, P.Error("cancelled", "cancelled", job=job))
+    finals = []
+    deadline = time.monotonic() + 5
+    while not finals and time.monotonic() < deadline:
+        finals = [m for m in client.pump(timeout_s=0.05) if m.type == "error"]
+    assert [(m.body.job, m.body.code) for m in finals] == [(job, "cancelled")]
+
+
 def test_png_bombs_cost_nothing():
     bomb = PNGS[4]  # 64x64 declared, 64 MiB of zeros inside
     with pytest.raises(PngError, match="larger than its header"):

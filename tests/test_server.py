@@ -62,6 +62,9 @@ def test_cancel_a_queued_job(make_server, make_client):
     events_until(client, lambda m: m.type == "progress" and m.body.job == first)
     state = client.request(P.Cancel(second)).body
     assert state.state == "cancelled"
+    with pytest.raises(ClientError) as info:  # the final reaches the follower: no worker ever reports this job
+        client.wait(second, timeout_s=5)
+    assert info.value.error.code == "cancelled"
     client.cancel(first)
 
 
