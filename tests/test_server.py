@@ -50,7 +50,8 @@ def test_cancel_stops_a_running_job_quickly(make_server, make_client):
     client.cancel(job)
     with pytest.raises(ClientError) as info:
         client.wait(job, timeout_s=5)
-    assert info.value.error.code == "cancelled" and time.monotonic() - t0 < 1.0
+    # a 1,000-step job stops within a few of its 50 ms steps (2 s: slack for a busy CI machine, not a benchmark)
+    assert info.value.error.code == "cancelled" and time.monotonic() - t0 < 2.0
     assert client.request(P.GetStatus(job)).body.state == "cancelled"
 
 
