@@ -282,7 +282,8 @@ class Client:
             track.state = body.state
             if track.submit is not None and body.state != "queued":
                 track.submit = None
-        elif isinstance(body, P.Error) and body.code == "unknown_job" and track.submit is not None:
+        elif (isinstance(body, P.Error) and body.code == "unknown_job" and track.submit is not None
+              and msg.req is None):  # (a blocking request's reply always reaches its caller)
             # A cancel or fetch overtook our own submission, which the server refused unprocessed (rate) or has not
             # read yet: not final. The submission is resent (timer or reconnect) and a pending cancel follows it.
             return None
