@@ -95,3 +95,50 @@ def test_68_landmarks_on_the_astronaut(astronaut):
     assert np.linalg.norm(lm[48] - ml) < 0.2 * eye_dist and np.linalg.norm(lm[54] - mr) < 0.2 * eye_dist
     assert lm[8, 1] > lm[57, 1] > lm[33, 1] > lm[27, 1]  # chin below lips below nose below the brows' middle
     assert lm[0, 0] < lm[8, 0] < lm[16, 0]  # the jaw runs from image left to right
+
+
+@pytest.mark.slow
+def test_steadied_points_hold_the_crop_where_the_cascade_jitters(hopper_path, cameraman_path):
+    """MTCNN's own points move the reference crop by many pixels between scaled / shifted / padded copies; the
+    steadied points (the O-Net averaged over jittered boxes) hold it, and stay MTCNN's: the crop still frames the
+    face as the raw points do, within their own jitter."""
+    from backend.fit.metrics import crop_stability
+
+    hopper = load_photo(hopper_path)
+    raw = crop_stability(hopper, "mtcnn raw")
+    steady = crop_stability(hopper, "mtcnn")
+    assert max(raw.moved.values()) > 8.0, raw.moved  # the problem (18 px measured)
+    assert max(steady.moved.values()) <= 2.5, steady.moved  # the issue's 2 px target; 1.41 px measured
+    assert steady.to_mean_raw < raw.raw_spread  # closer to the reference's mean framing than its own jitter
+    # a small (~80 px), turned face: raw 13.6 px, steadied 3.3 px (the mesh's points: 11.6 px)
+    camera = crop_stability(load_photo(cameraman_path), "mtcnn")
+    assert max(camera.moved.values()) <= 4.5, camera.moved
+
+
+def test_steady_landmarks_are_mtcnns_points_refined(astronaut):
+    """Same order and layout as the cascade's, within a few per cent of the eye distance of them."""
+    from backend.fit.detect import steady_landmarks
+
+    face = detect_faces(astronaut)[0]
+    steady = steady_landmarks(astronaut, face)
+    assert steady.shape == (5, 2) and steady.dtype == np.float64
+    assert np.linalg.norm(steady - face.landmarks5, axis=1).max() < 0.1 * face.eye_distance
+    le, re, nose, lm, rm = steady
+    assert le[0] < nose[0] < re[0] and lm[0] < rm[0] and max(le[1], re[1]) < nose[1] < min(lm[1], rm[1])
+
+
+def test_subpixel_patches_match_the_cascades_on_whole_pixel_boxes(astronaut):
+    """The steadying's sampler equals the cascade's area resampling where both apply (whole-pixel boxes whose side
+    is a multiple of 48), and moves smoothly with a sub-pixel shift."""
+    import torch
+
+    from backend.fit.crop import to_uint8
+
+    img = (torch.from_numpy(to_uint8(astronaut)).permute(2, 0, 1)[None].float() - 127.5) * 0.0078125
+    boxes = np.array([[150.0, 40.0, 245.0, 135.0], [101.0, 11.0, 148.0, 58.0]])  # sides 96 and 48
+    a = mtcnn._patches(img, boxes, 48).numpy()
+    b = mtcnn._patches_subpixel(img, boxes, 48).numpy()
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)  # values in -1..1, float32 sums of 4 samples
+    half = mtcnn._patches_subpixel(img, boxes[:1] + [0.5, 0, 0.5, 0], 48).numpy()
+    whole = mtcnn._patches(img, boxes[:1] + [1, 0, 1, 0], 48).numpy()
+    assert np.abs(half - (a[:1] + whole) / 2).mean() < 0.1 * np.abs(whole - a[:1]).mean()
