@@ -135,8 +135,8 @@ def hopper_path() -> Path:
 
 @pytest.fixture(scope="session")
 def cameraman_path() -> Path:
-    """scikit-image's camera.png: a real photo (the MIT "cameraman", public domain per scikit-image), 512² gray, a
-    small face (~80 px) turned to image left: the hard case for the crop's stability."""
+    """scikit-image's camera.png: a real photo (a photographer behind a camera, CC0 by Lav Varshney), 512² gray, a
+    small face (~80 px) in three-quarter profile: the hard case for the crop's stability."""
     return _package_file("skimage", "data", "camera.png")
 
 
