@@ -233,10 +233,13 @@ def detect(image_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # scaled or shifted copies of one photo the 5 points move by 2-10 % of the eye distance. Re-running only the O-Net
 # (48², ~1 ms a patch) on boxes around the final one, its mirror image included, and moving the box to the O-Net's
 # own box regression a few times averages that dependence out. Patches are sampled at sub-pixel box positions
-# (no rounding to whole pixels, which alone moves small faces' points by a pixel).
+# (no rounding to whole pixels, which alone moves small faces' points by a pixel), from a window resampled to one
+# face size, so that the O-Net's response to the photo's resolution drops out too.
 STEADY_ROUNDS = 3  # box updates before the final average
 STEADY_SHIFT = 0.06  # box jitter: shift, as a fraction of the box side
 STEADY_SCALE = 0.08  # box jitter: relative side change
+STEADY_SIDE_PX = 96  # the face box's side in the resampled window the O-Net runs on (2x its 48² input)
+STEADY_MARGIN = 1.0  # the window reaches this many box sides beyond the box on each side (room for the box to move)
 _GRID_FULL = [(dx, dy, ds) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for ds in (-1, 0, 1)]  # 27 boxes
 _GRID_FAST = [(dx, dy, 0 if dx == dy == 0 else (dx + dy) % 2 * 2 - 1) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
 
@@ -284,20 +287,47 @@ def _onet_average(img, box: np.ndarray, grid: list[tuple[int, int, int]]) -> tup
     return np.concatenate(lm).mean(axis=0), np.median(calibrated, axis=0)
 
 
+def _face_window(image_u8: np.ndarray, square: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The square box's surroundings resampled (Lanczos) so that the box side is ``STEADY_SIDE_PX``: (window uint8
+    [n, n, 3], its top-left corner (x, y) in the image's pixel-corner coordinates, window px per image px). Outside the
+    image: grey 128, the cascade's zero after normalisation. A copy of a photo scaled by any factor gives nearly the
+    same window, so the O-Net sees nearly the same pixels: at the photo's own resolution it does not (~2 px)."""
+    from PIL import Image
+
+    side = square[2] - square[0]
+    half = side * (0.5 + STEADY_MARGIN)
+    x0, y0 = (square[0] - 1 + square[2]) / 2 - half, (square[1] - 1 + square[3]) / 2 - half  # corner coordinates
+    n = max(int(round(2 * half * STEADY_SIDE_PX / side)), 1)
+    H, W = image_u8.shape[:2]
+    a0, c0 = int(np.floor(x0)) - 4, int(np.floor(y0)) - 4  # the source region, with room for the filter's support
+    a1, c1 = int(np.ceil(x0 + 2 * half)) + 4, int(np.ceil(y0 + 2 * half)) + 4
+    region = np.full((c1 - c0, a1 - a0, 3), 128, np.uint8)
+    a, b, c, d = max(a0, 0), min(a1, W), max(c0, 0), min(c1, H)
+    if a < b and c < d:
+        region[c - c0:d - c0, a - a0:b - a0] = image_u8[c:d, a:b]
+    box = (x0 - a0, y0 - c0, x0 - a0 + 2 * half, y0 - c0 + 2 * half)
+    window = np.array(Image.fromarray(region).resize((n, n), Image.Resampling.LANCZOS, box=box))
+    return window, np.array([x0, y0]), n / (2 * half)
+
+
 def steady_landmarks(image_u8: np.ndarray, box: np.ndarray) -> np.ndarray:
     """MTCNN's 5 landmarks of the face in ``box``, steadied: float64 [5, 2] pixel-index coordinates (as
     :func:`detect`'s). image_u8: uint8 [H, W, 3] RGB; box: float [>=4] (x0, y0, x1, y1) from :func:`detect`.
 
-    The O-Net re-run on 9 jittered copies of the box (and their mirror images), the box moved to the O-Net's own
-    regression, ``STEADY_ROUNDS`` times; then the landmarks averaged over 27 jitters and their mirrors.
+    The face's surroundings resampled to a fixed face size (:func:`_face_window`); there the O-Net re-run on 9
+    jittered copies of the box (and their mirror images), the box moved to the O-Net's own regression,
+    ``STEADY_ROUNDS`` times; then the landmarks averaged over 27 jitters and their mirrors, and mapped back.
     """
     import torch
 
-    img = (torch.from_numpy(np.ascontiguousarray(image_u8)).permute(2, 0, 1)[None].float() - 127.5) * 0.0078125
     square = _square(np.asarray(box, dtype=np.float64)[None, :4])[0]
+    window, origin, k = _face_window(image_u8, square)
+    img = (torch.from_numpy(window).permute(2, 0, 1)[None].float() - 127.5) * 0.0078125
+    # the box in the window's pixel-index convention (corner u -> (u - origin) k; index = corner + 1 at the start)
+    square = np.concatenate([(square[:2] - 1 - origin) * k + 1, (square[2:4] - origin) * k])
     with torch.no_grad():
         for _ in range(STEADY_ROUNDS):
             _, calibrated = _onet_average(img, square, _GRID_FAST)
             square = _square(calibrated[None])[0]
         lm, _ = _onet_average(img, square, _GRID_FULL)
-    return lm
+    return (lm + 0.5) / k + origin - 0.5  # pixel index -> corner -> image corner -> image pixel index
