@@ -110,11 +110,15 @@ def main() -> None:
     shipped, raw_moved, mesh_moved = {}, [], []
     for path, image in named[: 1 if args.quick else 3]:
         st = shipped[path.name] = crop_stability(image, "mtcnn")
-        raw_moved.append(max(crop_stability(image, "mtcnn raw").moved.values()))
+        raw = crop_stability(image, "mtcnn raw")
+        raw_moved.append(max(raw.moved.values()))
         mesh_moved.append(max(crop_stability(image, "mesh").moved.values()))
         print(f"{path.name}: crop corners moved " + ", ".join(f"{k} {v:.2f} px" for k, v in st.moved.items())
               + f"; on raw MTCNN points {raw_moved[-1]:.2f} px, on mesh points {mesh_moved[-1]:.2f} px; framing vs "
               f"the raw-MTCNN crops' mean {st.to_mean_raw:.2f} px (their own spread {st.raw_spread:.2f} px)")
+        print("  5-point jitter between copies (crop px; eye, eye, nose, mouth, mouth): raw MTCNN "
+              + " ".join(f"{v:.1f}" for v in raw.point_jitter) + ", steadied "
+              + " ".join(f"{v:.1f}" for v in st.point_jitter))
     on_photos = [v for k, v in shipped.items() if k != "camera.png"]  # the targets' photos; the cameraman: shown
     crop_px = max(max(v.moved.values()) for v in on_photos)
     framing_px = max(v.to_mean_raw for v in on_photos)

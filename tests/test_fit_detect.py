@@ -109,6 +109,7 @@ def test_steadied_points_hold_the_crop_where_the_cascade_jitters(hopper_path, ca
     steady = crop_stability(hopper, "mtcnn")
     assert max(raw.moved.values()) > 8.0, raw.moved  # the problem (18 px measured)
     assert max(steady.moved.values()) <= 2.0, steady.moved  # the target; 1.15 px measured
+    assert steady.point_jitter.shape == (5,) and steady.point_jitter.max() < 1.0 < raw.point_jitter.max()
     assert steady.to_mean_raw < raw.raw_spread  # closer to the reference's mean framing than its own jitter
     # a small (~80 px) face in near profile: raw 13.6 px, steadied 1.75 px (the mesh's points: 11.6 px)
     camera = crop_stability(load_photo(cameraman_path), "mtcnn")
