@@ -161,3 +161,15 @@ def test_subpixel_patches_match_the_cascades_on_whole_pixel_boxes(astronaut):
     half = mtcnn._patches_subpixel(img, boxes[:1] + [0.5, 0, 0.5, 0], 48).numpy()
     whole = mtcnn._patches(img, boxes[:1] + [1, 0, 1, 0], 48).numpy()
     assert np.abs(half - (a[:1] + whole) / 2).mean() < 0.1 * np.abs(whole - a[:1]).mean()
+
+
+def test_aligned_crop_falls_back_to_the_cascades_points_when_the_steadying_drifts(astronaut, monkeypatch):
+    from backend.fit import aligned_crop, landmarks, reference_crop
+
+    face = detect_faces(astronaut)[0]
+    crop, _ = aligned_crop(astronaut, face)
+    assert crop.aligned_on == "mtcnn, steadied"
+    monkeypatch.setattr(landmarks, "steady_landmarks", lambda image, f: f.landmarks5 + 0.2 * f.size)  # drifted
+    crop, mesh = aligned_crop(astronaut, face)
+    assert crop.aligned_on == "mtcnn" and mesh.shape == (468, 2)
+    np.testing.assert_array_equal(crop.image, reference_crop(astronaut, face.landmarks5).image)
