@@ -1,11 +1,18 @@
 """Benchmark: portrait -> face -> reference crop -> landmarks -> fitted rig. Prints its figures; the LAST line is
 
-    fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… mean_face_mm=…
+    fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… mean_face_mm=… framing_px=…
+         raw_jitter_px=… crop_raw_px=… crop_mesh_px=…   (one line)
 
-detect_ms     median MTCNN CPU time on the real photos (astronaut, Grace Hopper), one thread, warm
-fit_ms        median CPU time of everything after detection (crop on mesh points, face mesh, rig fit), one thread
+detect_ms     median CPU time of detection on the real photos (astronaut, Grace Hopper), one thread, warm: the MTCNN
+              cascade and the steadying of its 5 points (the O-Net on jittered boxes)
+fit_ms        median CPU time of everything after detection (the reference crop, face mesh, rig fit), one thread
 landmark_px   mean reprojection error of the fitted rig's 68 landmarks at 512² on the real photos
-crop_px       largest crop-corner disagreement (512² px) between a photo and its scaled / shifted / padded copies
+crop_px       largest crop-corner disagreement (512² px) between a photo and its scaled / shifted / padded copies,
+              crops as shipped (on MTCNN's steadied points)
+framing_px    how far the shipped crop frames the face from the reference's framing: corner distance (512² px) to the
+              mean of the crops on MTCNN's raw points over the photo and its copies (largest over the photos)
+raw_jitter_px the reference's own jitter: the raw-MTCNN crops' largest corner distance from that mean
+crop_raw_px, crop_mesh_px   crop_px for crops on MTCNN's raw points and on the face mesh's 5 points
 shape_mm      mean vertex error of the recovered neutral face (ICT face region, rigid alignment) on heads with
               N(0, 1) identity, fitted from their projected 468 mesh points with σ = 1.5 px noise
 shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> crop -> MediaPipe -> fit
@@ -36,6 +43,11 @@ def _photo_paths() -> list[Path]:
                                                            "grace_hopper.jpg")]
 
 
+def _cameraman_path() -> Path:
+    """scikit-image's camera.png: a small (~80 px), turned face; only in the full run's crop figures."""
+    return Path(list(importlib.util.find_spec("skimage").submodule_search_locations)[0]) / "data" / "camera.png"
+
+
 def _timed(fn, *args, repeat: int = 3):
     """(result, median ms of process CPU time). CPU time, not wall clock: everything runs on one thread (torch
     set to 1, OMP_NUM_THREADS=1 for MediaPipe's delegate), so CPU time is the one-core time even when the machine
@@ -57,11 +69,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from backend.fit import detect_faces, fit_rig, load_photo
+    from backend.fit import detect_faces, fit_rig, five_from_mesh, load_photo, steady_landmarks
     from backend.fit.correspondence import load_mesh_points
     from backend.fit.headshot import render_headshot
     from backend.fit import aligned_crop
-    from backend.fit.metrics import crop_corner_disagreement, shape_error_mm
+    from backend.fit.metrics import crop_stability, shape_error_mm
     from backend.fit.portrait import fit_landmarks
     from shared.conventions import crop_camera, project_points
     from shared.morphable import load_default_rig
@@ -71,25 +83,47 @@ def main() -> None:
     photos = [load_photo(p) for p in _photo_paths()]
     detect_faces(photos[0])  # warm: load the nets
 
-    # 1. real photos: timing and landmark error
+    # 1. real photos: timing and landmark error; MTCNN's points against the face mesh's
     detect_t, fit_t, lmk = [], [], []
     for path, image in zip(_photo_paths(), photos):
         faces, t_det = _timed(detect_faces, image)
-        (crop, mesh), t_crop = _timed(aligned_crop, image, faces[0])
+        steady, t_steady = _timed(steady_landmarks, image, faces[0])
+        (crop, mesh), t_crop = _timed(aligned_crop, image, faces[0])  # includes the steadying again
         fit, t_fit = _timed(lambda m: fit_landmarks(rig, m), mesh)
-        detect_t.append(t_det)
-        fit_t.append(t_crop + t_fit)
+        detect_t.append(t_det + t_steady)
+        fit_t.append(t_crop - t_steady + t_fit)
         lmk.append(float(fit.residual_px.mean()))
-        print(f"{path.name}: detect {t_det:.0f} ms, crop+mesh {t_crop:.0f} ms, rig fit {t_fit:.0f} ms; landmark "
-              f"error mean {lmk[-1]:.2f} px (median {np.median(fit.residual_px):.2f}); pose (deg) "
-              f"{np.round(np.degrees(fit.state.pose), 1).tolist()}; {fit.verdict}")
+        print(f"{path.name}: detect {t_det:.0f} ms + steady points {t_steady:.0f} ms, crop+mesh "
+              f"{t_crop - t_steady:.0f} ms, rig fit {t_fit:.0f} ms; landmark error mean {lmk[-1]:.2f} px (median "
+              f"{np.median(fit.residual_px):.2f}); pose (deg) {np.round(np.degrees(fit.state.pose), 1).tolist()}; "
+              f"{fit.verdict}")
+        mesh5 = five_from_mesh(mesh)  # crop px of the shipped crop
+        for label, pts in (("raw", faces[0].landmarks5), ("steadied", steady)):
+            d = crop.points_to_crop(pts) - mesh5
+            print(f"  MTCNN {label} - mesh 5 points (crop px, dx dy: eye, eye, nose, mouth, mouth): "
+                  + "  ".join(f"{x:+.1f} {y:+.1f}" for x, y in d))
 
-    # 2. crop stability under scaled, shifted, padded copies
-    crop_worst = []
-    for path, image in list(zip(_photo_paths(), photos))[: 1 if args.quick else 2]:
-        d = crop_corner_disagreement(image)
-        crop_worst.append(max(d.values()))
-        print(f"{path.name}: crop corners moved " + ", ".join(f"{k} {v:.2f} px" for k, v in d.items()))
+    # 2. crop stability under scaled, shifted, padded copies; framing against MTCNN's raw points (the reference's)
+    named = list(zip(_photo_paths(), photos))
+    if not args.quick:
+        named.append((_cameraman_path(), load_photo(_cameraman_path())))
+    shipped, raw_moved, mesh_moved = {}, [], []
+    for path, image in named[: 1 if args.quick else 3]:
+        st = shipped[path.name] = crop_stability(image, "mtcnn")
+        raw = crop_stability(image, "mtcnn raw")
+        raw_moved.append(max(raw.moved.values()))
+        mesh_moved.append(max(crop_stability(image, "mesh").moved.values()))
+        print(f"{path.name}: crop corners moved " + ", ".join(f"{k} {v:.2f} px" for k, v in st.moved.items())
+              + f"; on raw MTCNN points {raw_moved[-1]:.2f} px, on mesh points {mesh_moved[-1]:.2f} px; framing vs "
+              f"the raw-MTCNN crops' mean {st.to_mean_raw:.2f} px (their own spread {st.raw_spread:.2f} px)")
+        print("  5-point jitter between copies (crop px; eye, eye, nose, mouth, mouth): raw MTCNN "
+              + " ".join(f"{v:.1f}" for v in raw.point_jitter) + ", steadied "
+              + " ".join(f"{v:.1f}" for v in st.point_jitter))
+    on_photos = [v for k, v in shipped.items() if k != "camera.png"]  # the targets' photos; the cameraman: shown
+    crop_px = max(max(v.moved.values()) for v in on_photos)
+    framing_px = max(v.to_mean_raw for v in on_photos)
+    raw_jitter = max(v.raw_spread for v in on_photos)
+    n_target = len(on_photos)
 
     # 3. the reference's per-view framing vs the fixed, centred grid (ICT mean head, neutral)
     from shared.framing import reference_view_cameras
@@ -126,8 +160,9 @@ def main() -> None:
           f"{np.mean(det_err):.2f} mm through the detector ({len(det_err)} renders), "
           f"mean face {np.mean(mean_err):.2f} mm")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
-          f"crop_px={max(crop_worst):.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={np.mean(det_err):.2f} "
-          f"mean_face_mm={np.mean(mean_err):.2f}")
+          f"crop_px={crop_px:.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={np.mean(det_err):.2f} "
+          f"mean_face_mm={np.mean(mean_err):.2f} framing_px={framing_px:.2f} raw_jitter_px={raw_jitter:.2f} "
+          f"crop_raw_px={max(raw_moved[:n_target]):.2f} crop_mesh_px={max(mesh_moved[:n_target]):.2f}")
 
 
 if __name__ == "__main__":

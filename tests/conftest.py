@@ -134,6 +134,13 @@ def hopper_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cameraman_path() -> Path:
+    """scikit-image's camera.png: a real photo (a photographer behind a camera, CC0 by Lav Varshney), 512² gray, a
+    small face (~80 px) in three-quarter profile: the hard case for the crop's stability."""
+    return _package_file("skimage", "data", "camera.png")
+
+
+@pytest.fixture(scope="session")
 def faceless_paths() -> list[Path]:
     """Real photos without a face: scikit-image's coffee cup, cat and rocket."""
     return [_package_file("skimage", "data", name) for name in ("coffee.png", "chelsea.png", "rocket.jpg")]

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from backend.fit import PhotoError, load_photo
 from shared.protocol import MAX_IMAGE_SIDE
@@ -42,25 +42,67 @@ def test_sixteen_bit_gray_keeps_its_precision():
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
 
-def _png16_rgb(a: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG (Pillow cannot write one): signature, IHDR (depth 16, colour type 2), IDAT, IEND."""
+def _chunk(kind: bytes, data: bytes) -> bytes:
     import struct
     import zlib
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png16_rgb(a: np.ndarray, exif: bytes = b"") -> bytes:
+    """A 16-bit RGB PNG written byte by byte (Pillow cannot write one): signature, IHDR (depth 16, colour type 2),
+    eXIf (when given), IDAT, IEND."""
+    import struct
+    import zlib
 
     h, w, _ = a.shape
     raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + (_chunk(b"eXIf", exif) if exif else b"") + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
 
 
-def test_sixteen_bit_rgb_loads():
-    a = (np.random.default_rng(2).random((20, 30, 3)) * 65535).astype(np.uint16)
-    out = load_photo(_png16_rgb(a))
-    assert out.shape == (20, 30, 3)
-    np.testing.assert_allclose(out, a / 65535.0, atol=1.01 / 255)  # Pillow decodes 16-bit RGB at 8 bits
+@pytest.fixture(scope="module")
+def astronaut16(astronaut_path) -> np.ndarray:
+    """uint16 [512, 512, 3]: the astronaut photo with 16-bit detail (low bytes that 8-bit decoding would lose)."""
+    a = np.asarray(Image.open(astronaut_path).convert("RGB"), dtype=np.uint16) * 257
+    low = np.random.default_rng(3).integers(0, 200, a.shape, dtype=np.uint16)
+    return np.minimum(a + low, 65535).astype(np.uint16)
+
+
+def test_sixteen_bit_rgb_and_rgba_files_load_at_full_precision(astronaut16, tmp_path):
+    """Real 16-bit PNG and TIFF files (written by OpenCV, and a PNG written byte by byte) keep all 16 bits."""
+    import cv2
+
+    want = astronaut16 / 65535.0
+    for suffix in (".png", ".tif"):
+        path = tmp_path / f"astronaut16{suffix}"
+        assert cv2.imwrite(str(path), astronaut16[..., ::-1])  # OpenCV writes BGR
+        out = load_photo(path)
+        assert out.dtype == np.float32 and out.shape == (512, 512, 3)
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-6)  # 8 bits would be off by up to 2e-3
+    out = load_photo(_png16_rgb(astronaut16[:40, :60]))
+    np.testing.assert_allclose(out, want[:40, :60], rtol=0, atol=1e-6)
+    alpha = np.full((40, 60, 1), 65535, np.uint16)
+    alpha[:, :30] = 0
+    path = tmp_path / "rgba16.png"
+    assert cv2.imwrite(str(path), np.concatenate([astronaut16[:40, :60, ::-1], alpha], axis=-1))
+    out = load_photo(path)
+    assert out[:, :30].max() == 0.0  # transparent over black, as 8-bit RGBA
+    np.testing.assert_allclose(out[:, 30:], want[:40, 30:60], rtol=0, atol=1e-6)
+
+
+def test_sixteen_bit_rgb_honours_exif_orientation(astronaut16):
+    """Orientation 6 ("rotate 90 CW to display") and 3 (180) in the PNG's eXIf chunk: displayed upright, 16 bits."""
+    a = astronaut16[:40, :60]
+    for tag, upright in ((6, np.rot90(a, k=-1)), (3, a[::-1, ::-1]), (8, np.rot90(a, k=1))):
+        exif = Image.Exif()
+        exif[0x0112] = tag
+        out = load_photo(_png16_rgb(a, exif.tobytes()))
+        # Pillow's own exif_transpose of the 8-bit decode agrees on the geometry
+        pil = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(_png16_rgb(a, exif.tobytes())))))
+        assert out.shape == upright.shape == pil.shape
+        np.testing.assert_allclose(out, upright / 65535.0, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(out * 255, pil, rtol=0, atol=1.0)
 
 
 def test_alpha_composites_over_black_and_palette_and_gray(rgb):

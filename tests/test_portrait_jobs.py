@@ -89,7 +89,7 @@ def test_aligned_reference_is_the_reference_crop_and_centre_is_the_centre(astron
     crop = aligned_crop(image, detect_faces(image)[0])[0]  # the fit job's crop: the reference's, on steady points
     want = crop.image  # uint8 [512, 512, 3]
     # the crop says which 5 points it was aligned on: the reference crop on exactly those points is this crop
-    assert crop.aligned_on == "face mesh, mirror-averaged" and crop.landmarks5.shape == (5, 2)
+    assert crop.aligned_on == "mtcnn, steadied" and crop.landmarks5.shape == (5, 2)
     np.testing.assert_array_equal(reference_crop(image, crop.landmarks5).image, want)
     got = read_reference(P.Png(astronaut_png), 512, "aligned", _ctx(tmp_path, []))
     assert got.shape == (3, 512, 512) and got.dtype == np.float32
@@ -115,8 +115,8 @@ def test_aligned_crop_errors_name_the_callers_image(astronaut):
     failed = as_job_failed(e.value, "reference")  # the job's failure names the input once
     assert str(failed).startswith("inputs.reference: expected") and failed.code == "no_landmarks"
     coincident = Face(face.box, 0.99, np.full((5, 2), 120.0))
-    with pytest.raises(FitError) as e:
-        aligned_crop(astronaut, coincident, name="inputs.photo")
+    with pytest.raises(FitError) as e:  # on the face's own points (the shipped crop re-runs the O-Net on the box)
+        aligned_crop(astronaut, coincident, points="mtcnn raw", name="inputs.photo")
     assert str(e.value).startswith("inputs.photo: expected 5 landmarks spread over a face"), str(e.value)
 
 
@@ -192,7 +192,7 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     lm = np.asarray(meta["landmarks"])
     assert lm.shape == (68, 2) and (lm > 0).all() and (lm < 512).all() and len(meta["residual_px"]) == 68
     # the 5 points the crop was aligned on, in crop px: where the reference crop puts every face's eyes
-    assert meta["aligned_on"] == "face mesh, mirror-averaged"
+    assert meta["aligned_on"] == "mtcnn, steadied"
     lm5 = np.asarray(meta["landmarks5"])
     assert lm5.shape == (5, 2) and abs(lm5[:2, 1].mean() - lm5[3:, 1].mean()) > 50  # eyes well above the mouth
     A = np.asarray(meta["crop"]["to_crop"])

@@ -34,7 +34,7 @@ class Crop:
     method:   "reference" or "centre".
     s_pos, t_pos: the POS scale and translation (reference frame: pixel indices, y flipped); NaN for a centre crop.
     landmarks5: float64 [5, 2] image px: the 5 points the crop is aligned on (NaN for a centre crop).
-    aligned_on: where those 5 points came from ("mtcnn", "face mesh", "face mesh, mirror-averaged", or what the
+    aligned_on: where those 5 points came from ("mtcnn, steadied", "mtcnn", "face mesh, mirror-averaged", or what the
                 caller said); "" for a centre crop.
     """
 

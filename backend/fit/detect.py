@@ -34,6 +34,17 @@ class Face:
         return float(np.linalg.norm(self.landmarks5[1] - self.landmarks5[0]))
 
 
+def steady_landmarks(image: np.ndarray, face: Face) -> np.ndarray:
+    """MTCNN's 5 landmarks of ``face`` steadied by re-running the O-Net on jittered boxes (see
+    :func:`backend.fit.mtcnn.steady_landmarks`): float64 [5, 2] image px, ``Face.landmarks5``'s order and
+    convention. Between scaled, shifted and padded copies of a photo they move the reference crop by ~1-3 px at
+    512² where ``face.landmarks5`` moves it by 5-18 px (docs/FIT.md). image: float [H, W, 3] RGB 0..1 or uint8."""
+    from . import mtcnn
+
+    box = face.box + np.array([1.0, 1.0, 0.0, 0.0])  # back to MTCNN's pixel-index box
+    return mtcnn.steady_landmarks(to_uint8(image), box) + 0.5
+
+
 def detect_faces(image: np.ndarray) -> list[Face]:
     """Every face in ``image`` (float [H, W, 3] RGB 0..1 or uint8), largest first; [] when there is none."""
     from . import mtcnn

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .crop import Crop, reference_crop
-from .detect import Face
+from .detect import Face, steady_landmarks
 from .errors import FitError
 
 # mediapipe==0.10.21: mediapipe/modules/face_landmark/face_landmark.tflite (the model the solution graph runs)
@@ -43,7 +43,7 @@ MESH_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 NOSE_TIP, MOUTH_CORNERS = 4, (61, 291)  # iBUG 30, 48 and 54 in MESH_TO_IBUG68
-REFINE_PASSES = 2
+REFINE_PASSES = 2  # re-crops on the mesh's points for aligned_crop(points="mesh")
 
 _lock = threading.Lock()  # the mediapipe graph is not re-entrant
 _MESH: dict[str, Any] = {}
@@ -97,23 +97,42 @@ def five_from_mesh(mesh: np.ndarray) -> np.ndarray:
                      mesh[MOUTH_CORNERS[0]], mesh[MOUTH_CORNERS[1]]])
 
 
-def aligned_crop(image: np.ndarray, face: Face, passes: int = REFINE_PASSES, name: str = "image"
-                 ) -> tuple[Crop, np.ndarray]:
-    """The reference crop of ``face`` on steadier landmarks, and MediaPipe's 468 points in it (float64 [468, 2]).
+ALIGN_POINTS = ("mtcnn", "mtcnn raw", "mesh")  # aligned_crop's choices of the 5 points; "mtcnn" is shipped
+# Steadied points farther than this fraction of the face box's side from the cascade's own points: the O-Net drifted
+# off the face (seen: at most 0.045 on real photos, their copies and rendered heads turned up to 35 degrees).
+STEADY_MAX_MOVE = 0.15
 
-    MTCNN's 5 points move by several pixels (at 512²) between scaled or shifted copies of one photo, and so does
-    the crop; the face mesh is steadier. So: crop on MTCNN's points, run the mesh, take the 5 points from the mesh
-    (:func:`five_from_mesh`, averaged with the mirrored crop's), crop again (``passes`` times), and run the mesh on
-    the final crop. The crop records the 5 points it was aligned on (``Crop.landmarks5``, image px) and their
-    source (``Crop.aligned_on``: "mtcnn", "face mesh" or "face mesh, mirror-averaged").
+
+def aligned_crop(image: np.ndarray, face: Face, points: str = "mtcnn", name: str = "image",
+                 passes: int = REFINE_PASSES) -> tuple[Crop, np.ndarray]:
+    """The reference crop of ``face`` and MediaPipe's 468 points in it (float64 [468, 2] crop px).
+
+    points: which 5 points the crop is aligned on (recorded in ``Crop.landmarks5``, image px, and
+    ``Crop.aligned_on``):
+      "mtcnn"      MTCNN's, steadied (:func:`backend.fit.detect.steady_landmarks`): the reference's recipe on the
+                   reference's detector, stable to ~2 px between scaled / shifted copies (aligned_on "mtcnn, steadied";
+                   the raw points, aligned_on "mtcnn", if the steadied ones moved over ``STEADY_MAX_MOVE`` of the box);
+      "mtcnn raw"  the cascade's own points (``face.landmarks5``), as the reference takes them: 5-18 px of jitter;
+      "mesh"       5 points from MediaPipe's mesh (:func:`five_from_mesh`, mirror-averaged), cropping again
+                   ``passes`` times: steady on large faces, not on small or turned ones (docs/FIT.md).
     ``name``: the image as the caller knows it (e.g. ``inputs.reference``); errors name it.
     Raises FitError when the mesh finds no face.
     """
-    crop = reference_crop(image, face.landmarks5, exact=passes == 0, name=name, aligned_on="mtcnn")
-    for i in range(passes):
-        five, source = _steady_five(crop.image, name)
-        crop = reference_crop(image, crop.points_to_image(five), exact=i == passes - 1, name=name,
-                              aligned_on=source)
+    if points == "mtcnn":
+        five, source = steady_landmarks(image, face), "mtcnn, steadied"
+        if np.linalg.norm(five - face.landmarks5, axis=1).max() > STEADY_MAX_MOVE * face.size:
+            five, source = face.landmarks5, "mtcnn"  # the steadying lost the face: the cascade's own points
+        crop = reference_crop(image, five, name=name, aligned_on=source)
+    elif points == "mtcnn raw":
+        crop = reference_crop(image, face.landmarks5, name=name, aligned_on="mtcnn")
+    elif points == "mesh":
+        crop = reference_crop(image, face.landmarks5, exact=passes == 0, name=name, aligned_on="mtcnn")
+        for i in range(passes):
+            five, source = _steady_five(crop.image, name)
+            crop = reference_crop(image, crop.points_to_image(five), exact=i == passes - 1, name=name,
+                                  aligned_on=source)
+    else:
+        raise ValueError(f"aligned_crop: points must be one of {ALIGN_POINTS}, got {points!r}")
     return crop, _mesh_or_fail(crop.image, name)
 
 

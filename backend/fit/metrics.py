@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from shared.morphable import MorphableModel
 
-from .detect import detect_faces
+from .crop import reference_crop
+from .detect import detect_faces, steady_landmarks
 from .landmarks import aligned_crop
 
 CORNERS = np.array([[0.0, 0.0], [512.0, 0.0], [0.0, 512.0], [512.0, 512.0]])
@@ -46,14 +48,71 @@ def transformed_copies(image: np.ndarray) -> list[tuple[str, np.ndarray, np.ndar
     return out
 
 
-def crop_corner_disagreement(image: np.ndarray) -> dict[str, float]:
-    """Per transformed copy: the largest distance (crop px at 512²) between its crop's corners and the original's,
-    both mapped into the original photo and measured at the crop's scale. Crops as fit_portrait makes them."""
-    base, _ = aligned_crop(image, detect_faces(image)[0])
-    ref = base.points_to_image(CORNERS)
-    out = {}
-    for name, copy, A in transformed_copies(image):
-        crop, _ = aligned_crop(copy, detect_faces(copy)[0])
-        in_orig = (crop.points_to_image(CORNERS) - A[:, 2]) @ np.linalg.inv(A[:, :2]).T
-        out[name] = float(np.abs(in_orig - ref).max() * base.scale)
+class _Framed(NamedTuple):
+    """One photo's crops, mapped into the original photo's px."""
+
+    name: str
+    corners: np.ndarray  # float64 [4, 2] the crop on the chosen points
+    raw_corners: np.ndarray  # float64 [4, 2] the crop on MTCNN's raw points
+    points: np.ndarray  # float64 [5, 2] the chosen 5 points
+    scale: float  # crop px per original px
+
+
+def _framed(image: np.ndarray, points: str) -> list[_Framed]:
+    """The original, then each of :func:`transformed_copies`, cropped on ``points`` and on MTCNN's raw points."""
+    out = []
+    for name, copy, A in [("original", image, np.array([[1.0, 0, 0], [0, 1.0, 0]]))] + transformed_copies(image):
+        face = detect_faces(copy)[0]
+        if points == "mesh":
+            crop = aligned_crop(copy, face, points="mesh")[0]
+        else:  # the crop only: what the MTCNN options align on needs no mesh
+            crop = reference_crop(copy, steady_landmarks(copy, face) if points == "mtcnn" else face.landmarks5)
+        raw = reference_crop(copy, face.landmarks5)
+        back = np.linalg.inv(A[:, :2]).T
+        out.append(_Framed(name, (crop.points_to_image(CORNERS) - A[:, 2]) @ back,
+                           (raw.points_to_image(CORNERS) - A[:, 2]) @ back, (crop.landmarks5 - A[:, 2]) @ back,
+                           crop.scale / A[0, 0]))
     return out
+
+
+@dataclass
+class CropStability:
+    """Crop px at 512², for crops aligned on one choice of 5 points (see ``aligned_crop``).
+
+    moved:        per transformed copy, the largest distance between its crop's corners and the original's, both
+                  mapped into the original photo (the bench's ``crop_px`` is the largest);
+    point_jitter: float64 [5] per point (eye, eye, nose, mouth, mouth), the largest distance between a copy's point
+                  and the original's, mapped likewise;
+    framing:      per photo (the original and each copy), the largest corner distance between the crop and the crop
+                  on MTCNN's raw points of the same photo (what the reference would have made of that photo);
+    to_mean_raw:  the original's crop against the mean of the raw-MTCNN crops of all the photos (the reference's
+                  framing with its jitter averaged out);
+    raw_spread:   how far the raw-MTCNN crops themselves lie from that mean (the reference's own jitter).
+    """
+
+    moved: dict[str, float]
+    point_jitter: np.ndarray
+    framing: dict[str, float]
+    to_mean_raw: float
+    raw_spread: float
+
+
+def crop_stability(image: np.ndarray, points: str = "mtcnn") -> CropStability:
+    """How steady the crop on ``points`` is under scaled, shifted and padded copies of ``image`` and how far it
+    frames the face from MTCNN's raw points (:class:`CropStability`)."""
+    rows = _framed(image, points)
+    base = rows[0]
+    k = base.scale
+    mean_raw = np.mean([r.raw_corners for r in rows], axis=0)
+    return CropStability({r.name: float(np.abs(r.corners - base.corners).max() * k) for r in rows[1:]},
+                         np.max([np.linalg.norm(r.points - base.points, axis=1) * k for r in rows[1:]], axis=0),
+                         {r.name: float(np.abs(r.corners - r.raw_corners).max() * k) for r in rows},
+                         float(np.abs(base.corners - mean_raw).max() * k),
+                         float(max(np.abs(r.raw_corners - mean_raw).max() for r in rows) * k))
+
+
+def crop_corner_disagreement(image: np.ndarray, points: str = "mtcnn") -> dict[str, float]:
+    """Per transformed copy: the largest distance (crop px at 512²) between its crop's corners and the original's,
+    both mapped into the original photo and measured at the crop's scale. Crops as fit_portrait makes them
+    (``points``: see ``aligned_crop``)."""
+    return crop_stability(image, points).moved

@@ -226,3 +226,108 @@ def detect(image_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         boxes = _calibrate(boxes, reg)
         pick = nms(boxes[:, :4], boxes[:, 4], 0.7, "min")
         return boxes[pick].astype(np.float64), lm[pick].astype(np.float64)
+
+
+# --- steady landmarks: the O-Net re-run on jittered boxes ----------------------------------------------------------
+# The cascade's landmarks depend on the box the O-Net sees, and that box on the pyramid scale and the R-Net: between
+# scaled or shifted copies of one photo the 5 points move by 2-10 % of the eye distance. Re-running only the O-Net
+# (48², ~1 ms a patch) on boxes around the final one, its mirror image included, and moving the box to the O-Net's
+# own box regression a few times averages that dependence out. Patches are sampled at sub-pixel box positions
+# (no rounding to whole pixels, which alone moves small faces' points by a pixel), from a window resampled to one
+# face size, so that the O-Net's response to the photo's resolution drops out too.
+STEADY_ROUNDS = 3  # box updates before the final average
+STEADY_SHIFT = 0.06  # box jitter: shift, as a fraction of the box side
+STEADY_SCALE = 0.08  # box jitter: relative side change
+STEADY_SIDE_PX = 96  # the face box's side in the resampled window the O-Net runs on (2x its 48² input)
+STEADY_MARGIN = 1.0  # the window reaches this many box sides beyond the box on each side (room for the box to move)
+_GRID_FULL = [(dx, dy, ds) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for ds in (-1, 0, 1)]  # 27 boxes
+_GRID_FAST = [(dx, dy, 0 if dx == dy == 0 else (dx + dy) % 2 * 2 - 1) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+
+
+def _patches_subpixel(img, boxes: np.ndarray, size: int):
+    """Like :func:`_patches` (same box convention, zeros outside) at real-valued box corners: each output pixel the
+    mean of m² bilinear samples (m = ceil(side / size)), an area average that moves smoothly with the box.
+    img: float32 [1, 3, H, W]; boxes: float [N, 4]; returns float32 [N, 3, size, size]."""
+    import torch
+    import torch.nn.functional as F
+
+    H, W = img.shape[-2:]
+    out = []
+    for x0, y0, x1, y1 in boxes[:, :4]:
+        a, b, c, d = x0 - 1.0, x1, y0 - 1.0, y1  # the pixel-corner extent of _patches' pixels x0-1 .. x1-1
+        m = max(int(np.ceil(max(b - a, d - c) / size)), 1)
+        n = size * m
+        gx = 2.0 * (a + (np.arange(n) + 0.5) * (b - a) / n) / W - 1.0  # grid_sample's [-1, 1] = the image's corners
+        gy = 2.0 * (c + (np.arange(n) + 0.5) * (d - c) / n) / H - 1.0
+        grid = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1)[None].astype(np.float32)
+        p = F.grid_sample(img, torch.from_numpy(grid), mode="bilinear", padding_mode="zeros", align_corners=False)
+        out.append(F.avg_pool2d(p, m))
+    return torch.cat(out) if out else torch.zeros((0, 3, size, size))
+
+
+def _onet_average(img, box: np.ndarray, grid: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """O-Net on ``grid`` jitters of the square ``box`` [4] and their mirror images: (mean landmarks float64 [5, 2],
+    median calibrated box [4]), pixel-index coordinates."""
+    import torch
+
+    onet = nets()["onet"]
+    cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0]
+    boxes = np.array([[cx + dx * STEADY_SHIFT * side - s / 2, cy + dy * STEADY_SHIFT * side - s / 2,
+                       cx + dx * STEADY_SHIFT * side + s / 2, cy + dy * STEADY_SHIFT * side + s / 2]
+                      for dx, dy, ds in grid for s in [side * (1 + ds * STEADY_SCALE)]])
+    patches = _patches_subpixel(img, boxes, 48)
+    reg, pts, _ = (t.numpy() for t in onet(patches))
+    _, pts_m, _ = (t.numpy() for t in onet(torch.flip(patches, dims=[-1])))
+    swap = [1, 0, 2, 4, 3]  # the mirror's left eye / mouth corner is the image's right one
+    pts_m = np.concatenate([1.0 - pts_m[:, :5][:, swap], pts_m[:, 5:][:, swap]], axis=1)
+    w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    lm = [np.stack([w * p[:, :5] + boxes[:, 0:1] - 1, h * p[:, 5:] + boxes[:, 1:2] - 1], -1) for p in (pts, pts_m)]
+    calibrated = _calibrate(boxes, reg)
+    return np.concatenate(lm).mean(axis=0), np.median(calibrated, axis=0)
+
+
+def _face_window(image_u8: np.ndarray, square: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The square box's surroundings resampled (Lanczos) so that the box side is ``STEADY_SIDE_PX``: (window uint8
+    [n, n, 3], its top-left corner (x, y) in the image's pixel-corner coordinates, window px per image px). Outside the
+    image: grey 128, the cascade's zero after normalisation. A copy of a photo scaled by any factor gives nearly the
+    same window, so the O-Net sees nearly the same pixels: at the photo's own resolution it does not (~2 px)."""
+    from PIL import Image
+
+    side = square[2] - square[0]
+    half = side * (0.5 + STEADY_MARGIN)
+    x0, y0 = (square[0] - 1 + square[2]) / 2 - half, (square[1] - 1 + square[3]) / 2 - half  # corner coordinates
+    n = max(int(round(2 * half * STEADY_SIDE_PX / side)), 1)
+    H, W = image_u8.shape[:2]
+    a0, c0 = int(np.floor(x0)) - 4, int(np.floor(y0)) - 4  # the source region, with room for the filter's support
+    a1, c1 = int(np.ceil(x0 + 2 * half)) + 4, int(np.ceil(y0 + 2 * half)) + 4
+    region = np.full((c1 - c0, a1 - a0, 3), 128, np.uint8)
+    a, b, c, d = max(a0, 0), min(a1, W), max(c0, 0), min(c1, H)
+    if a < b and c < d:
+        region[c - c0:d - c0, a - a0:b - a0] = image_u8[c:d, a:b]
+    box = (x0 - a0, y0 - c0, x0 - a0 + 2 * half, y0 - c0 + 2 * half)
+    window = np.array(Image.fromarray(region).resize((n, n), Image.Resampling.LANCZOS, box=box))
+    return window, np.array([x0, y0]), n / (2 * half)
+
+
+def steady_landmarks(image_u8: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """MTCNN's 5 landmarks of the face in ``box``, steadied: float64 [5, 2] pixel-index coordinates (as
+    :func:`detect`'s). image_u8: uint8 [H, W, 3] RGB; box: float [>=4] (x0, y0, x1, y1) from :func:`detect`.
+
+    The face's surroundings resampled to a fixed face size (:func:`_face_window`); there the O-Net re-run on 9
+    jittered copies of the box (and their mirror images), the box moved to the O-Net's own regression,
+    ``STEADY_ROUNDS`` times; then the landmarks averaged over 27 jitters and their mirrors, and mapped back.
+    """
+    import torch
+
+    square = _square(np.asarray(box, dtype=np.float64)[None, :4])[0]
+    window, origin, k = _face_window(image_u8, square)
+    img = (torch.from_numpy(window).permute(2, 0, 1)[None].float() - 127.5) * 0.0078125
+    # the box in the window's pixel-index convention (corner u -> (u - origin) k; index = corner + 1 at the start)
+    square = np.concatenate([(square[:2] - 1 - origin) * k + 1, (square[2:4] - origin) * k])
+    with torch.no_grad():
+        for _ in range(STEADY_ROUNDS):
+            _, calibrated = _onet_average(img, square, _GRID_FAST)
+            square = _square(calibrated[None])[0]
+        lm, _ = _onet_average(img, square, _GRID_FULL)
+    return (lm + 0.5) / k + origin - 0.5  # pixel index -> corner -> image corner -> image pixel index

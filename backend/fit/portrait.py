@@ -62,8 +62,8 @@ def _choose_face(faces: list[Face], name: str) -> tuple[Face, list[str]]:
 
 def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool = True, fit_expression: bool = True,
                  fit_pose: bool = True, init: RigState | None = None, name: str = "image") -> PortraitFit:
-    """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does (on 5 points
-    from the face mesh, :func:`backend.fit.landmarks.aligned_crop`), find its landmarks and fit ``rig`` to them.
+    """Detect the largest face in ``image`` (float [H, W, 3] RGB 0..1), crop it as the reference does (on MTCNN's 5
+    points, steadied: :func:`backend.fit.landmarks.aligned_crop`), find its landmarks and fit ``rig`` to them.
     Raises FitError (no face, face too small, fit failed); other faces and extreme profiles become warnings.
     Parts not fitted keep their values from ``init`` (e.g. *Match Expression*: ``fit_identity=False,
     init=<the rig's current state>`` keeps the artist's identity)."""

@@ -10,8 +10,8 @@
     rig            RigState (shared.jobs) as a dict: identity, expressions, pose, gaze
     translation_m  float [3] the head's translation in the crop camera's frame, metres
     landmarks5     float [5, 2] crop px: the 5 points the crop was aligned on (eye, eye, nose tip, mouth corners;
-                   image left first);  aligned_on  where they came from ("face mesh, mirror-averaged", "face mesh",
-                   "mtcnn");  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
+                   image left first);  aligned_on  where they came from ("mtcnn, steadied" by default; "mtcnn",
+                   "face mesh, mirror-averaged");  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
     residual_px    float [68] per-landmark reprojection error at 512²;  verdict "good" | "rough" | "failed"
     face           {"box": [x0, y0, x1, y1] image px, "score"} of the face used (the largest)
     crop           {"to_crop": float [2, 3] affine image px -> crop px, "scale", "centre"};  image_size [W, H]
