@@ -1,7 +1,7 @@
 """Benchmark: portrait -> face -> reference crop -> landmarks -> fitted rig. Prints its figures; the LAST line is
 
-    fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… mean_face_mm=… framing_px=…
-         raw_jitter_px=… crop_raw_px=… crop_mesh_px=…   (one line)
+    fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… shape_detector_se_mm=…
+         mean_face_mm=… renders=… framing_px=… raw_jitter_px=… crop_raw_px=… crop_mesh_px=…   (one line)
 
 detect_ms     median CPU time of detection on the real photos (astronaut, Grace Hopper), one thread, warm: the MTCNN
               cascade and the steadying of its 5 points (the O-Net on jittered boxes)
@@ -15,8 +15,10 @@ raw_jitter_px the reference's own jitter: the raw-MTCNN crops' largest corner di
 crop_raw_px, crop_mesh_px   crop_px for crops on MTCNN's raw points and on the face mesh's 5 points
 shape_mm      mean vertex error of the recovered neutral face (ICT face region, rigid alignment) on heads with
               N(0, 1) identity, fitted from their projected 468 mesh points with σ = 1.5 px noise
-shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> crop -> MediaPipe -> fit
+shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> crop -> MediaPipe -> fit (every head)
+shape_detector_se_mm  its standard error over the renders (the spread: compare figures only beyond ~2 of these)
 mean_face_mm  what guessing the mean face scores on the same heads
+renders       how many heads the detector found (of --heads)
 Targets: shape_mm <= 2.5, crop_px <= 2, landmark_px <= 3, detect + fit <= 1 s on one CPU core.
 Usage: PYTHONPATH=. python bench/fit_bench.py [--quick]
 """
@@ -63,7 +65,7 @@ def _timed(fn, *args, repeat: int = 3):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer heads and one photo for crop_px (< 1 min)")
-    ap.add_argument("--heads", type=int, default=None, help="heads for shape_mm (default 6 quick, 30 full)")
+    ap.add_argument("--heads", type=int, default=None, help="heads for shape_mm (default 20 quick, 30 full)")
     args = ap.parse_args()
 
     import torch
@@ -139,10 +141,11 @@ def main() -> None:
           f"dy {shift[:, 1].min():+.1f}..{shift[:, 1].max():+.1f} px at 512² "
           "(not negligible: use reference_view_cameras)")
 
-    # 4. heads of known identity: projected mesh points + noise, and through the detector
-    n_heads = args.heads or (6 if args.quick else 30)
+    # 4. heads of known identity: projected mesh points + noise, and through the detector (every head rendered)
+    n_heads = args.heads or (20 if args.quick else 30)
     rng = np.random.default_rng(0)
-    proj_err, det_err, mean_err = [], [], []
+    proj_err, det_err, det_mean_err, variants = [], [], [], {"prior 10 (before)": [], "calibrated (opt-in)": []}
+    mean_err = []
     for i in range(n_heads):
         identity = rng.normal(size=rig.n_identity)
         pose = (rng.uniform(-0.15, 0.15), rng.uniform(-0.35, 0.35), rng.uniform(-0.08, 0.08))
@@ -150,19 +153,46 @@ def main() -> None:
         target = project_points(crop_camera(), points.of(V))[0] + rng.normal(0, 1.5, (len(points.index), 2))
         proj_err.append(shape_error_mm(rig, fit_rig(rig, target, points=points).state.identity, identity))
         mean_err.append(shape_error_mm(rig, None, identity))
-        if i < max(2, n_heads // 3):
-            shot = render_headshot(rig, identity, None, pose)
-            faces = detect_faces(shot.image)
-            if faces:
-                _, mesh = aligned_crop(shot.image, faces[0])
-                det_err.append(shape_error_mm(rig, fit_landmarks(rig, mesh).state.identity, identity))
-    print(f"{n_heads} heads: shape error {np.mean(proj_err):.2f} mm from projected points (σ 1.5 px), "
-          f"{np.mean(det_err):.2f} mm through the detector ({len(det_err)} renders), "
-          f"mean face {np.mean(mean_err):.2f} mm")
+        shot = render_headshot(rig, identity, None, pose)
+        faces = detect_faces(shot.image)
+        if faces:
+            _, mesh = aligned_crop(shot.image, faces[0])
+            det_err.append(shape_error_mm(rig, fit_landmarks(rig, mesh).state.identity, identity))
+            det_mean_err.append(mean_err[-1])
+            variants["prior 10 (before)"].append(shape_error_mm(
+                rig, fit_rig(rig, mesh, points=points, weights=_mesh_weights(), lambda_id=10.0).state.identity,
+                identity))
+            variants["calibrated (opt-in)"].append(shape_error_mm(
+                rig, fit_landmarks(rig, mesh, calibrated=True).state.identity, identity))
+    det, base = np.array(det_err), np.array(det_mean_err)
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")  # noqa: E731
+    print(f"{n_heads} heads: shape error {np.mean(proj_err):.2f} mm from projected points (σ 1.5 px); mean face "
+          f"{np.mean(mean_err):.2f} mm")
+    print(f"through the detector ({len(det)} renders): {det.mean():.2f} ± {se(det):.2f} mm (mean ± standard error; "
+          f"per head sd {np.std(det, ddof=1):.2f}), vs the mean face on the same heads {np.mean(det - base):+.2f} ± "
+          f"{se(det - base):.2f} mm")
+    for name, errs in variants.items():
+        d = np.array(errs) - det
+        print(f"  {name}: {np.mean(errs):.2f} mm, vs the default {np.mean(d):+.2f} ± {se(d):.2f} mm")
+    cal_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1], calibrated=True).residual_px.mean())
+               for im in photos]
+    print(f"  calibrated (opt-in) on the real photos: landmark error {np.mean(cal_lmk):.2f} px (default "
+          f"{np.mean(lmk):.2f})")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
-          f"crop_px={crop_px:.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={np.mean(det_err):.2f} "
-          f"mean_face_mm={np.mean(mean_err):.2f} framing_px={framing_px:.2f} raw_jitter_px={raw_jitter:.2f} "
+          f"crop_px={crop_px:.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={det.mean():.2f} "
+          f"shape_detector_se_mm={se(det):.2f} mean_face_mm={np.mean(mean_err):.2f} renders={len(det)} "
+          f"framing_px={framing_px:.2f} raw_jitter_px={raw_jitter:.2f} "
           f"crop_raw_px={max(raw_moved[:n_target]):.2f} crop_mesh_px={max(mesh_moved[:n_target]):.2f}")
+
+
+def _mesh_weights() -> np.ndarray:
+    """The dense fit's point weights (face oval at JAW_WEIGHT), as backend.fit.portrait.fit_landmarks sets them."""
+    from backend.fit.landmarks import MESH_OVAL
+    from backend.fit.rigfit import JAW_WEIGHT
+
+    w = np.ones(468)
+    w[list(MESH_OVAL)] = JAW_WEIGHT
+    return w
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from .crop import Crop
 from .detect import Face, detect_faces
 from .errors import FitError
 from .landmarks import MESH_OVAL, MESH_TO_IBUG68, aligned_crop, ibug68_from_mesh
-from .rigfit import GOOD_PX, JAW_WEIGHT, ROUGH_PX, RigFit, fit_rig, project_fit
+from .response import load_response
+from .rigfit import GOOD_PX, JAW_WEIGHT, LAMBDA_ID_MESH, ROUGH_PX, RigFit, fit_rig, project_fit
 
 MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)
 
@@ -82,17 +83,23 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings, mesh, dense)
 
 
-def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, **flags: Any) -> RigFit:
+def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = False, **flags: Any) -> RigFit:
     """Fit ``rig`` to MediaPipe's 468 points float [468, 2] (crop px): densely when the rig has a correspondence
-    table (:mod:`backend.fit.correspondence`), else on the 68 iBUG landmarks. Either way the returned residual
-    and verdict are the 68 iBUG landmarks' (as the rig's points that correspond to them)."""
+    table (:mod:`backend.fit.correspondence`, identity prior ``LAMBDA_ID_MESH``), else on the 68 iBUG landmarks.
+    Either way the returned residual and verdict are the 68 iBUG landmarks' (the rig's own surface points that
+    correspond to them).
+
+    ``calibrated`` (opt-in) also fits the shipped response model (:mod:`backend.fit.response`): how MediaPipe's
+    points follow identity on rendered heads. It recovers identity better on renders but moves the rig off real
+    photos' landmarks (4-5 px instead of ~2, docs/FIT.md), so it is not the default."""
     ibug = ibug68_from_mesh(mesh)
     table = load_mesh_points(rig)
     if table is None:
         return fit_rig(rig, ibug, **flags)
     weights = np.ones(len(mesh))
     weights[list(MESH_OVAL)] = JAW_WEIGHT
-    fit = fit_rig(rig, mesh, points=table, weights=weights, **flags)
+    response = load_response(rig) if calibrated else None
+    fit = fit_rig(rig, mesh, points=table, weights=weights, response=response, lambda_id=LAMBDA_ID_MESH, **flags)
     residual = np.linalg.norm(project_fit(rig, fit, table.combine(MESH_TO_IBUG68)) - ibug, axis=1)
     med = float(np.median(residual))
     fit.residual_px = residual

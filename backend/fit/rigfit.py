@@ -21,6 +21,7 @@ from shared.morphable import MorphableModel
 
 from .correspondence import SurfacePoints
 from .errors import FitError
+from .response import DetectorResponse
 
 JAW = slice(0, 17)  # iBUG jaw-line landmarks
 JAW_WEIGHT = 0.5  # the silhouette slides: trust the jaw line half as much as the inner points
@@ -29,6 +30,11 @@ JAW_WEIGHT = 0.5  # the silhouette slides: trust the jaw line half as much as th
 # weights are mostly zero, so expressions get a firmer prior than identity.
 LAMBDA_ID = 10.0
 LAMBDA_EXP = 50.0
+# MediaPipe's 468 points through the detector: their errors are correlated (one regression pulls whole regions toward
+# an average face), so they carry far fewer independent constraints than 468 and its identity signal is weak. Tuned
+# on calibration renders (seeds disjoint from the benchmark's, docs/FIT.md): identity error 10 -> 35 px² fell
+# 4.23 -> 4.09 mm (70 heads) and flattens beyond; 30 keeps the real photos' landmark error near 2 px.
+LAMBDA_ID_MESH = 30.0
 ALPHA_MAX = 5.0
 LOSS_SCALE_PX = 3.0  # Huber: residuals beyond ~3 px count linearly (a misplaced landmark cannot drag the fit)
 GOOD_PX, ROUGH_PX = 3.0, 8.0  # verdict thresholds on the median landmark residual at 512²
@@ -78,12 +84,16 @@ class _Problem:
 
     def __init__(self, rig: MorphableModel, target: np.ndarray, fit_identity: bool, fit_expression: bool,
                  fit_pose: bool, lambda_id: float | None = None, lambda_exp: float | None = None,
-                 points: SurfacePoints | None = None, weights: np.ndarray | None = None):
+                 points: SurfacePoints | None = None, weights: np.ndarray | None = None,
+                 response: DetectorResponse | None = None):
         points = points or SurfacePoints.from_vertices(rig.arrays["landmarks68"])
         self.n = len(points.index)
         self.mean = points.of(rig.neutral)  # [N, 3]
         basis = np.concatenate([rig.identity_basis[:, points.index], rig.expression_basis[:, points.index]])
         self.B = np.einsum("nk,mnkc->mnc", points.weight, basis.astype(np.float64))  # [I + E, N, 3]
+        if response is not None:  # the points as the detector reports them (backend.fit.response)
+            self.mean = self.mean + response.offset
+            self.B[:rig.n_identity] += response.delta
         self.B2 = np.ascontiguousarray(self.B.reshape(len(self.B), -1))  # [I + E, 3N]: a shape is one gemv
         self.Bt = np.ascontiguousarray(self.B.transpose(1, 2, 0))  # [N, 3, I + E] for the Jacobian
         self.I, self.E = rig.n_identity, len(rig.expression_names)
@@ -207,12 +217,16 @@ def _solve(p: _Problem, lo: np.ndarray, hi: np.ndarray, iters: int, robust: bool
 
 def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool = True, fit_expression: bool = True,
             fit_pose: bool = True, init: RigState | None = None, points: SurfacePoints | None = None,
-            weights: np.ndarray | None = None) -> RigFit:
+            weights: np.ndarray | None = None, response: DetectorResponse | None = None,
+            lambda_id: float | None = None) -> RigFit:
     """Fit ``rig`` to landmarks float [N, 2] in crop px (512², corner origin) under the crop camera.
 
     By default N = 68 iBUG landmarks on the rig's ``landmarks68`` vertices (jaw line at ``JAW_WEIGHT``); pass
     ``points`` (N surface points, e.g. MediaPipe's 468 from :mod:`backend.fit.correspondence`) and optionally
-    ``weights`` float [N] to fit other points. ``residual_px`` is per fitted point.
+    ``weights`` float [N] to fit other points. ``residual_px`` is per fitted point. ``response`` (for those N
+    points, :mod:`backend.fit.response`) fits the points where the detector would report them for a face of
+    identity α rather than the rig's surface points; the returned state is the rig's own. ``lambda_id`` (px²)
+    overrides ``LAMBDA_ID``, the identity prior's strength.
 
     Parameters left out (``fit_identity=False``, ...) keep their values from ``init`` (zero / neutral without it).
     Robustness: iteratively reweighted least squares with Huber weights (``LOSS_SCALE_PX``) on the landmark rows,
@@ -232,11 +246,12 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
 
     # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
-    rigid = _Problem(rig, target, False, False, fit_pose, points=points, weights=weights)
+    rigid = _Problem(rig, target, False, False, fit_pose, points=points, weights=weights, response=response)
     rigid.x0 = x
     x = _solve(rigid, lo, hi, 30, robust=False)
     # 2. everything asked for, Huber-reweighted (a misplaced landmark cannot drag the face)
-    p = _Problem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights)
+    p = _Problem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights,
+                 response=response, lambda_id=lambda_id)
     p.x0 = x
     x = _solve(p, lo, hi, 60, robust=True)
     residual = np.linalg.norm(p.project(x) - target, axis=1)
