@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -267,5 +269,22 @@ def find_default_rig(name: str = "ict") -> Path:
                       f"machine with internet, or set {RIG_ENV} to a converted rig .npz")
 
 
+_LOADED: "OrderedDict[tuple[str, int, int], MorphableModel]" = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+KEEP_LOADED_RIGS = 2  # ~25 MiB each for ICT; a job asks for its rig up to three times (views, oracle, completion)
+
+
 def load_default_rig(name: str = "ict") -> MorphableModel:
-    return MorphableModel.load(find_default_rig(name))
+    """The default rig called ``name``, loaded once per file version (path, size, mtime) and shared by every caller
+    in the process: treat it as read-only (as :class:`MorphableModel`'s attributes already are by convention)."""
+    path = find_default_rig(name)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _LOADED_LOCK:  # the server's device workers load from their own threads
+        model = _LOADED.get(key)
+        if model is None:
+            model = _LOADED[key] = MorphableModel.load(path)
+            while len(_LOADED) > KEEP_LOADED_RIGS:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(key)
+        return model

@@ -7,7 +7,7 @@ import pytest
 
 from shared import conventions as C
 from shared import ict
-from shared.morphable import MorphableModel, RigNotFound, find_default_rig, vertex_normals
+from shared.morphable import MorphableModel, RigNotFound, find_default_rig, load_default_rig, vertex_normals
 from shared.spec import SpecError
 from tests.support import ICT_SUBSET, uv_sphere
 
@@ -120,6 +120,22 @@ def test_default_rig_search(monkeypatch, tmp_path, ict_npz):
     assert find_default_rig() == ict_npz
     monkeypatch.setenv("JOKER_HEAD_RIG", str(ict_npz))
     assert find_default_rig() == ict_npz
+
+
+def test_the_default_rig_is_loaded_once_per_file_version(monkeypatch, tmp_path, ict_npz):
+    """A job asks for its rig several times (views, oracle, completion): one load, until the file changes."""
+    import os
+    import shutil
+
+    path = tmp_path / "rig.npz"
+    shutil.copyfile(ict_npz, path)
+    monkeypatch.setenv("JOKER_HEAD_RIG", str(path))
+    first = load_default_rig()
+    assert load_default_rig() is first
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new version of the file (e.g. re-imported)
+    again = load_default_rig()
+    assert again is not first and np.array_equal(again.neutral, first.neutral)
 
 
 def test_presets_use_rig_names(rig):

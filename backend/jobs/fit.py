@@ -22,7 +22,6 @@ The add-on and the CLI stay torch-free and detector-free: they only read this re
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -48,20 +47,16 @@ class FitRunner:
     kind = JOB_KINDS["fit"]
 
     def __init__(self, **_: Any) -> None:
-        self._rigs: dict[str, Any] = {}  # name -> MorphableModel, loaded once per server
-        self._lock = threading.Lock()
+        pass
 
     def rig(self, name: str) -> Any:
-        """The backend's morphable model called ``name`` (shared.morphable.load_default_rig), cached."""
-        with self._lock:
-            if name not in self._rigs:
-                try:
-                    self._rigs[name] = load_default_rig(name)
-                except (RigNotFound, ValueError) as e:
-                    raise JobFailed(f"params.rig: expected a rig the backend has (ict, bfm), received {name!r} ({e})",
-                                    "install the rig data on the backend (docs/RIGS.md) or choose ict",
-                                    code="missing_rig") from None
-            return self._rigs[name]
+        """The backend's morphable model called ``name`` (loaded once per process: shared.morphable)."""
+        try:
+            return load_default_rig(name)
+        except (RigNotFound, ValueError) as e:
+            raise JobFailed(f"params.rig: expected a rig the backend has (ict, bfm), received {name!r} ({e})",
+                            "install the rig data on the backend (docs/RIGS.md) or choose ict",
+                            code="missing_rig") from None
 
     def run(self, params: FitParams, inputs: dict[str, Input], ctx: JobContext) -> JobResult:
         ctx.progress("decode", 0, 2, "reading the photo")
