@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from backend.render.raster import camera_tensors, rasterize_sparse
@@ -35,9 +36,13 @@ def render_normal_maps(vertices: torch.Tensor, faces: torch.Tensor, cameras: Seq
     Pass the rig's ``normal_region_faces``: vertex normals are computed over ``faces`` only. Computed in float32
     on ``device`` (default: the vertices' device); the result stays on that device.
     """
-    device = torch.device(device) if device is not None else torch.as_tensor(vertices).device
-    vertices = torch.as_tensor(vertices).to(device=device, dtype=torch.float32)
-    faces = torch.as_tensor(faces).to(device).long()
+    if not isinstance(vertices, torch.Tensor):  # a copy: a rig's arrays may be read-only, which torch warns about
+        vertices = torch.from_numpy(np.array(vertices, dtype=np.float32))
+    if not isinstance(faces, torch.Tensor):
+        faces = torch.from_numpy(np.array(faces, dtype=np.int64))
+    device = torch.device(device) if device is not None else vertices.device
+    vertices = vertices.to(device=device, dtype=torch.float32)
+    faces = faces.to(device).long()
     n_world = vertex_normals(vertices, faces)
     flip = torch.tensor(OPENCV_TO_NORMAL_FRAME, dtype=vertices.dtype, device=device)
     H, W = cameras[0].height, cameras[0].width
