@@ -141,13 +141,17 @@ def main() -> None:
     t_distill = time.perf_counter() - t0
     export = ExportConfig(resolution=96, faces=12_000, texture=512) if args.quick else ExportConfig()
     body = rig_body(model, vertices)
-    out = export_field(result.field, export, completion=Completion(body, cams))
+    # as the generate job does: the distilled field's environment map, so texels showing it count as unseen
+    completion = Completion(body, cams, background=getattr(result.field, "background", None))
+    out = export_field(result.field, export, completion=completion)
     m = out.meta
     print(f"distill {t_distill:.1f} s ({r.steps} steps, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
           f"({m['faces']} faces): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items() if k != "total"))
     print(f"components {m['components']} -> {m['kept_components']}, charts {m['charts']}, uv use "
           f"{m['uv_utilization']:.2f}, texel coverage {m['texel_coverage']:.2f}, seen vertices "
-          f"{m.get('seen_vertex_fraction', 0):.2f}", flush=True)
+          f"{m.get('seen_vertex_fraction', 0):.2f}, background share {m.get('background_share', 0):.3f}, field "
+          f"resolved {m.get('field_resolved_fraction', 0):.2f} (median thickness {m.get('field_thickness_mm')} mm)",
+          flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "head.glb").write_bytes(out.glb)
