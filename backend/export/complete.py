@@ -284,7 +284,9 @@ def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Ca
     if ax[-1] < grid.bound:  # cover the far edge so the interpolation never extrapolates
         ax = np.append(ax, grid.bound).astype(np.float32)
     q = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
-    dist, nearest = cKDTree(allv).query(q, workers=2)
+    # beyond FAR_M w is 0 whichever vertex is nearest: a bounded search is ~10x faster on a fine lattice
+    dist, nearest = cKDTree(allv).query(q, distance_upper_bound=FAR_M, workers=2)
+    nearest = np.minimum(nearest, len(allv) - 1)  # misses (dist = inf) get any vertex: their fade is 0
     fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0).astype(np.float32)
     terms = RigTerms(np.zeros(0, np.float32), np.zeros(0, np.float32), allv, allw, np.concatenate(rays), ax,
                      nearest, fade, {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)})
@@ -318,7 +320,7 @@ def resolved_weight(terms: RigTerms, sigma: np.ndarray, grid: Grid) -> tuple[np.
     crisp = 1.0 - seen_weight(np.minimum(thick, 1.0), lo, hi)
     n = len(terms.lattice)
     r = CRISP_SMOOTH_M / float(terms.lattice[1] - terms.lattice[0])
-    mask = seen[terms.nearest].reshape(n, n, n).astype(np.float32)
+    mask = (seen[terms.nearest] & (terms.fade > 0)).reshape(n, n, n).astype(np.float32)
     num = ndimage.gaussian_filter(crisp[terms.nearest].reshape(n, n, n) * mask, r)
     den = ndimage.gaussian_filter(mask, r)
     smooth = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0).reshape(-1)
