@@ -126,6 +126,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a short distillation and a 128³ export (< 1 min)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--out", type=Path, default=None, help="write head.glb and visibility.png into this folder")
+    ap.add_argument("--save-field", type=Path, default=None, help="save the distilled field (torch.save) here")
+    ap.add_argument("--field", type=Path, default=None,
+                    help="export and score this saved field instead of distilling (same mode: --quick or not); "
+                         "seconds then count the export and the scoring only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,16 +140,20 @@ def main() -> None:
     cfg = DistillConfig(**QUICK) if args.quick else DistillConfig(preset="draft")
     r = cfg.resolved()
     cams = reference_grid(512, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
-    guidance = OracleGuidance(head, cams, r.resolutions[-1])
-    result = distill(guidance, cams, cfg, device=device, seed=0)
+    if args.field is not None:  # a field this script saved: iterate on the export without distilling again
+        field = torch.load(args.field, map_location=device, weights_only=False)
+    else:
+        field = distill(OracleGuidance(head, cams, r.resolutions[-1]), cams, cfg, device=device, seed=0).field
+        if args.save_field is not None:
+            torch.save(field, args.save_field)
     t_distill = time.perf_counter() - t0
     export = ExportConfig(resolution=96, faces=12_000, texture=512) if args.quick else ExportConfig()
     body = rig_body(model, vertices)
     # as the generate job does: the distilled field's environment map, so texels showing it count as unseen
-    completion = Completion(body, cams, background=getattr(result.field, "background", None))
-    out = export_field(result.field, export, completion=completion)
+    completion = Completion(body, cams, background=getattr(field, "background", None))
+    out = export_field(field, export, completion=completion)
     m = out.meta
-    print(f"distill {t_distill:.1f} s ({r.steps} steps, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
+    print(f"distill {t_distill:.1f} s ({'loaded' if args.field else f'{r.steps} steps'}, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
           f"({m['faces']} faces): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items() if k != "total"))
     print(f"components {m['components']} -> {m['kept_components']}, charts {m['charts']}, uv use "
           f"{m['uv_utilization']:.2f}, texel coverage {m['texel_coverage']:.2f}, seen vertices "
