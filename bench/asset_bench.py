@@ -15,6 +15,9 @@ the GLB where the views looked and where they did not:
 
     python bench/asset_bench.py --quick   # < 1 min: a short distillation, rough figures
     python bench/asset_bench.py           # the draft preset to its end (~10 min on 2 cores), export at 50k faces
+    python bench/asset_bench.py --save-field f.pt; python bench/asset_bench.py --field f.pt  # re-export only
+
+The exporter is given the distilled field's environment map as the generate job gives it (background specks).
 
 Last line: ``asset: face_chamfer_mm=… head_within3mm=… psnr_in_db=… psnr_side_db=… psnr_back_db=… open_edges=…
 seconds=…``

@@ -12,9 +12,11 @@ surface from two signed distances on its grid (metres, negative inside):
   (-(log sigma - log L) / |grad log sigma|), clipped to ±``FIELD_BAND_CELLS`` cells: its zero set is exactly the
   iso-surface.
 * ``w`` in [0, 1]: how well the views saw the rig surface nearest to the point (:func:`vertex_visibility`: the best
-  cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``), faded to 0 beyond
-  ``NEAR_M``..``FAR_M`` from the rig, so volume the prior added (hair, a tongue) wins where it was seen, and
-  debris far from the head never does.
+  cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``) times how well the field resolved
+  its surface there (:func:`resolved_weight`: along that vertex's best view ray, the distance over which
+  transmittance drops from 0.9 to 0.1, eased between ``CRISP_M``), faded to 0 beyond ``NEAR_M``..``FAR_M`` from the
+  rig. So volume the prior added (hair, a tongue) wins where it was seen and drawn crisply; an unconverged, fuzzy
+  field loses to the rig even where the views looked; debris far from the head never wins.
 
 w is smooth (computed on a coarse grid and interpolated), so the two surfaces meet without a step or a crease;
 one marching cubes run on phi and keeping the component that holds the origin give one closed manifold head.
@@ -50,7 +52,7 @@ BACKGROUND_RGB = (0.06, 0.15)  # RGB distance to the background colour: below th
 MAX_BACKGROUND_SHARE = 0.3  # if more of the seen surface than this looks like the background, the backdrop is
 # skin-coloured and the test would eat the face: it is then skipped
 RAY_AFTER_M = 0.03  # the view ray through a rig vertex is judged from the NeRF's bound to this far behind it
-CRISP_M = (0.006, 0.016)  # the field's surface is resolved where transmittance drops from 0.9 to 0.1 within the
+CRISP_M = (0.004, 0.012)  # the field's surface is resolved where transmittance drops from 0.9 to 0.1 within the
 # first (full trust), unresolved beyond the second (none)
 CRISP_CELLS = 2.0  # ... but never stricter than this many grid cells (trilinear sampling smears a step over a cell)
 CRISP_SMOOTH_M = 0.006  # Gaussian sigma of the resolution factor over the lattice: no crease where it changes
