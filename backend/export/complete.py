@@ -38,7 +38,7 @@ from shared.conventions import NERF_BOUND_RADIUS_M, Camera
 SHELL_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")  # closed but for the neck
 EYE_REGIONS = ("eyeball_L", "eyeball_R")
 SEEN_COS = (0.45, 0.8)  # visibility below the first counts as unseen, above the second as fully seen (63°, 37°)
-TEXTURE_SEEN_COS = (0.5, 0.85)  # stricter for colour: grazing samples pick up the background (60°, 32°)
+TEXTURE_SEEN_COS = (0.3, 0.7)  # for colour (73°, 46°): wider than SEEN_COS, so the fill starts from the seen rim
 NEAR_M, FAR_M = 0.02, 0.04  # the field's say fades from full to none between these distances from the rig
 SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
 FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
