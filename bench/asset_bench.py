@@ -15,6 +15,9 @@ the GLB where the views looked and where they did not:
 
     python bench/asset_bench.py --quick   # < 1 min: a short distillation, rough figures
     python bench/asset_bench.py           # the draft preset to its end (~10 min on 2 cores), export at 50k faces
+    python bench/asset_bench.py --save-field f.pt; python bench/asset_bench.py --field f.pt  # re-export only
+
+The exporter is given the distilled field's environment map as the generate job gives it (background specks).
 
 Last line: ``asset: face_chamfer_mm=… head_within3mm=… psnr_in_db=… psnr_side_db=… psnr_back_db=… open_edges=…
 seconds=…``
@@ -126,6 +129,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a short distillation and a 128³ export (< 1 min)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--out", type=Path, default=None, help="write head.glb and visibility.png into this folder")
+    ap.add_argument("--save-field", type=Path, default=None, help="save the distilled field (torch.save) here")
+    ap.add_argument("--field", type=Path, default=None,
+                    help="export and score this saved field instead of distilling (same mode: --quick or not); "
+                         "seconds then count the export and the scoring only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,18 +143,26 @@ def main() -> None:
     cfg = DistillConfig(**QUICK) if args.quick else DistillConfig(preset="draft")
     r = cfg.resolved()
     cams = reference_grid(512, r.n_az, r.n_el, r.view_az_deg, r.view_el_deg)
-    guidance = OracleGuidance(head, cams, r.resolutions[-1])
-    result = distill(guidance, cams, cfg, device=device, seed=0)
+    if args.field is not None:  # a field this script saved: iterate on the export without distilling again
+        field = torch.load(args.field, map_location=device, weights_only=False)
+    else:
+        field = distill(OracleGuidance(head, cams, r.resolutions[-1]), cams, cfg, device=device, seed=0).field
+        if args.save_field is not None:
+            torch.save(field, args.save_field)
     t_distill = time.perf_counter() - t0
     export = ExportConfig(resolution=96, faces=12_000, texture=512) if args.quick else ExportConfig()
     body = rig_body(model, vertices)
-    out = export_field(result.field, export, completion=Completion(body, cams))
+    # as the generate job does: the distilled field's environment map, so texels showing it count as unseen
+    completion = Completion(body, cams, background=getattr(field, "background", None))
+    out = export_field(field, export, completion=completion)
     m = out.meta
-    print(f"distill {t_distill:.1f} s ({r.steps} steps, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
+    print(f"distill {t_distill:.1f} s ({'loaded' if args.field else f'{r.steps} steps'}, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
           f"({m['faces']} faces): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items() if k != "total"))
     print(f"components {m['components']} -> {m['kept_components']}, charts {m['charts']}, uv use "
           f"{m['uv_utilization']:.2f}, texel coverage {m['texel_coverage']:.2f}, seen vertices "
-          f"{m.get('seen_vertex_fraction', 0):.2f}", flush=True)
+          f"{m.get('seen_vertex_fraction', 0):.2f}, background share {m.get('background_share', 0):.3f}, field "
+          f"resolved {m.get('field_resolved_fraction', 0):.2f} (median thickness {m.get('field_thickness_mm')} mm)",
+          flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "head.glb").write_bytes(out.glb)

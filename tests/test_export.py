@@ -169,3 +169,21 @@ def test_iso_level_search_survives_sides_that_see_no_surface_head_on():
     sigma[14:18, 14:18, :] = 5000.0  # a thin rod along z: the x and y sides see it only edge-on at its rim
     choice = choose_iso_level(sigma, spacing=0.01)
     assert np.isfinite(choice.level) and choice.level > 0
+
+
+def test_close_holes_closes_a_small_hole_wound_like_its_neighbours():
+    import trimesh
+
+    from backend.export.surface import close_holes, open_edges, signed_volume
+
+    box = trimesh.creation.box((1.0, 1.0, 1.0))
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    top = np.flatnonzero(box.face_normals[:, 2] > 0.5)
+    assert len(top) == 2
+    f = np.delete(f, top, axis=0)
+    assert open_edges(f) == 4
+    v2, f2 = close_holes(v, f)
+    assert open_edges(f2) == 0 and len(v2) == len(v) + 1 and len(f2) == len(f) + 4
+    assert signed_volume(v2, f2) == pytest.approx(1.0)  # outward, like the rest: the volume is the cube's
+    v3, f3 = close_holes(v, f, max_edges=3)  # too large a hole: left open
+    assert open_edges(f3) == 4

@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 from scipy.spatial import cKDTree
+from scipy.special import expit
 
 from backend.export import Completion, export_field, rig_body
-from backend.export.complete import seen_weight, vertex_visibility
+from backend.export.complete import seen_weight, surface_thickness, vertex_visibility
+from backend.export.grid import Grid
 from backend.export.fill import harmonic_fill
 from testkit.ict_head import ict_head_field
 from testkit.reference_fields import SphereField
@@ -246,3 +248,61 @@ def test_backdrop_coloured_specks_are_treated_as_unseen_and_filled(rig, ict_npz)
     with torch.no_grad():
         truth = field.head.colour(torch.from_numpy(pts[front].astype(np.float32))).numpy()
     assert front.sum() > 300 and np.abs(c[front] - truth).mean() < 0.05
+
+
+class HairAndFogField:
+    """The true head plus two kinds of volume the rig lacks, over the two halves of the forehead: a crisp 10 mm
+    shell (hair, as a converged distillation draws it) and a fog that starts 12 mm out and thickens over ~3 cm (an
+    unconverged blob: opaque, but with no resolved surface)."""
+
+    def __init__(self, head, sharpness_m: float = 0.008):
+        self.head, self.fog_beta = head, sharpness_m
+
+    def density(self, p: torch.Tensor) -> torch.Tensor:
+        d = self.head.sdf(p)
+        upper = torch.sigmoid((p[:, 1] - 0.04) / 0.003)
+        hair = 4000.0 * torch.sigmoid(-(d - 0.010) / 0.0005) * torch.sigmoid((p[:, 0] - 0.015) / 0.001) * upper
+        fog = 4000.0 * torch.sigmoid(-(d - 0.012) / self.fog_beta) * torch.sigmoid((-p[:, 0] - 0.015) / 0.003) * upper
+        return torch.maximum(self.head.density(p), torch.maximum(hair, fog))
+
+    def colour(self, p: torch.Tensor) -> torch.Tensor:
+        return self.head.colour(p)
+
+
+def test_surface_thickness_tells_a_resolved_surface_from_a_fog():
+    grid = Grid(96)
+    ax = grid.axis()
+    r = np.sqrt(sum(c * c for c in np.meshgrid(ax, ax, ax, indexing="ij")))
+    points = np.array([[0.0, 0.0, 0.1], [0.1, 0.0, 0.0], [0.0, -0.0707, 0.0707]])
+    rays = -points / np.linalg.norm(points, axis=1, keepdims=True)  # head-on, camera -> point
+    for beta, lo, hi in ((0.0005, 0.0, 2.0 * grid.spacing), (0.008, 0.02, np.inf)):
+        sigma = (4000.0 * expit(-(r - 0.1) / beta)).astype(np.float32)
+        t = surface_thickness(sigma, grid, points, rays)
+        assert ((t >= lo) & (t <= hi)).all(), (beta, t)
+    empty = surface_thickness(np.full((96,) * 3, 1.0, np.float32), grid, points, rays)  # never opaque
+    assert np.isinf(empty).all()
+
+
+@pytest.mark.slow
+def test_field_wins_where_its_surface_is_resolved_the_rig_where_it_is_fog(rig, ict_npz):
+    """Seen and crisp (hair): the field's surface; seen but unresolved (a fog in front of the forehead): the rig."""
+    import trimesh
+
+    model, vertices = rig
+    field = HairAndFogField(ict_head_field(ict_npz, resolution=128))
+    result = export_field(field, ExportConfig(resolution=128, faces=20_000, texture=256),
+                          completion=Completion(rig_body(model, vertices), reference_grid(64, 8, 5)))
+    m = result.meta
+    assert m["open_edges"] == 0 and m["kept_components"] == 1 and 0.0 < m["field_resolved_fraction"] < 1.0
+    mesh = load_glb(result.glb)
+    keep = model.region_mask("face")
+    face = trimesh.Trimesh(vertices, model.faces[keep[model.faces].all(axis=1)], process=False)
+    pts, fi = trimesh.sample.sample_surface(face, 40_000, seed=0)
+    q, qf = mesh.sample(200_000, return_index=True, seed=1)
+    dist, j = cKDTree(q).query(pts)
+    outward = np.einsum("ij,ij->i", q[j] - pts, face.face_normals[fi])  # > 0: the mesh lies outside the rig
+    forehead = (pts[:, 1] > 0.055) & (pts[:, 1] < 0.09) & (pts[:, 2] > -0.02)
+    hair, fog = forehead & (pts[:, 0] > 0.03), forehead & (pts[:, 0] < -0.03)
+    assert hair.sum() > 200 and fog.sum() > 200
+    assert np.median(outward[hair]) > 0.007, np.median(outward[hair])  # the 10 mm hair shell is kept
+    assert (dist[fog] < Grid(128).spacing).mean() > 0.95, (dist[fog] < Grid(128).spacing).mean()  # the rig's skin

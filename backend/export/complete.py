@@ -12,9 +12,11 @@ surface from two signed distances on its grid (metres, negative inside):
   (-(log sigma - log L) / |grad log sigma|), clipped to ±``FIELD_BAND_CELLS`` cells: its zero set is exactly the
   iso-surface.
 * ``w`` in [0, 1]: how well the views saw the rig surface nearest to the point (:func:`vertex_visibility`: the best
-  cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``), faded to 0 beyond
-  ``NEAR_M``..``FAR_M`` from the rig, so volume the prior added (hair, a tongue) wins where it was seen, and
-  debris far from the head never does.
+  cos(view direction, normal) over unoccluded views, eased between ``SEEN_COS``) times how well the field resolved
+  its surface there (:func:`resolved_weight`: along that vertex's best view ray, the distance over which
+  transmittance drops from 0.9 to 0.1, eased between ``CRISP_M``), faded to 0 beyond ``NEAR_M``..``FAR_M`` from the
+  rig. So volume the prior added (hair, a tongue) wins where it was seen and drawn crisply; an unconverged, fuzzy
+  field loses to the rig even where the views looked; debris far from the head never wins.
 
 w is smooth (computed on a coarse grid and interpolated), so the two surfaces meet without a step or a crease;
 one marching cubes run on phi and keeping the component that holds the origin give one closed manifold head.
@@ -36,7 +38,7 @@ from shared.conventions import NERF_BOUND_RADIUS_M, Camera
 SHELL_REGIONS = ("face", "head_neck", "mouth_socket", "eye_socket_L", "eye_socket_R")  # closed but for the neck
 EYE_REGIONS = ("eyeball_L", "eyeball_R")
 SEEN_COS = (0.45, 0.8)  # visibility below the first counts as unseen, above the second as fully seen (63°, 37°)
-TEXTURE_SEEN_COS = (0.5, 0.85)  # stricter for colour: grazing samples pick up the background (60°, 32°)
+TEXTURE_SEEN_COS = (0.3, 0.7)  # for colour (73°, 46°): wider than SEEN_COS, so the fill starts from the seen rim
 NEAR_M, FAR_M = 0.02, 0.04  # the field's say fades from full to none between these distances from the rig
 SMOOTH_CELLS = 0.7  # Gaussian sigma applied to phi, in cells
 FIELD_BAND_CELLS = 3.0  # phi_field is clipped to this many cells: beyond it only its sign matters
@@ -49,6 +51,11 @@ OPEN_M = 0.003  # added volume thinner than twice this is debris, not hair
 BACKGROUND_RGB = (0.06, 0.15)  # RGB distance to the background colour: below the first a texel is backdrop
 MAX_BACKGROUND_SHARE = 0.3  # if more of the seen surface than this looks like the background, the backdrop is
 # skin-coloured and the test would eat the face: it is then skipped
+RAY_AFTER_M = 0.03  # the view ray through a rig vertex is judged from the NeRF's bound to this far behind it
+CRISP_M = (0.004, 0.012)  # the field's surface is resolved where transmittance drops from 0.9 to 0.1 within the
+# first (full trust), unresolved beyond the second (none)
+CRISP_CELLS = 2.0  # ... but never stricter than this many grid cells (trilinear sampling smears a step over a cell)
+CRISP_SMOOTH_M = 0.006  # Gaussian sigma of the resolution factor over the lattice: no crease where it changes
 MAX_VIEWS = 48  # visibility needs the range of directions, not every view: at most this many, evenly spread
 
 
@@ -238,31 +245,138 @@ def field_distance(sigma: np.ndarray, level: float, grid: Grid) -> np.ndarray:
     return np.clip(-g / mag, -band, band).astype(np.float32)
 
 
-def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], grid: Grid,
-                 spacing_m: float = 0.006) -> tuple[np.ndarray, dict[str, float]]:
-    """w on the grid: float32 [R, R, R] in [0, 1] (see the module docstring) and a summary.
+@dataclass
+class RigTerms:
+    """What the completion computes before the field is sampled (:func:`rig_terms`).
 
-    Computed on samples about ``spacing_m`` apart (the nearest rig vertex's seen weight, faded with the distance to
-    the rig) and trilinearly interpolated: a smooth w keeps the join between the two surfaces smooth."""
+    phi_rig float32 [R, R, R] metres, negative inside; w_seen float32 [R, R, R] in [0, 1]: the views' say (the
+    field's density is needed only where it is > 0); the rest lets :func:`resolved_weight` redo w with the field's
+    resolution: the rig's vertices float [V, 3] (head frame, metres), their seen weight float32 [V] and best view
+    ray float32 [V, 3] (unit, camera -> vertex), the coarse lattice's axis float32 [Rc], nearest vertex int [Rc³]
+    and distance fade float32 [Rc³]."""
+
+    phi_rig: np.ndarray
+    w_seen: np.ndarray
+    vertices: np.ndarray
+    seen: np.ndarray
+    rays: np.ndarray
+    lattice: np.ndarray
+    nearest: np.ndarray
+    fade: np.ndarray
+    info: dict[str, Any]
+
+
+def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], grid: Grid,
+                 spacing_m: float = 0.006) -> RigTerms:
+    """The views' say w_seen on the grid (see the module docstring) and what :func:`resolved_weight` needs; phi_rig
+    is left empty.
+
+    Computed on a lattice about ``spacing_m`` apart (the nearest rig vertex's seen weight, faded with the distance
+    to the rig) and trilinearly interpolated: a smooth w keeps the join between the two surfaces smooth."""
     coarse = max(1, int(round(spacing_m / grid.spacing)))
-    verts = [v for v, _ in body]
-    vis = []
+    verts, vis, rays = [], [], []
     for v, f in body:
         n = trimesh.Trimesh(v, f, process=False).vertex_normals
-        vis.append(vertex_visibility(v, f, n, cameras))
+        best, ray = vertex_views(v, f, n, cameras)
+        verts.append(v)
+        vis.append(best)
+        rays.append(ray)
     allv, allw = np.concatenate(verts), seen_weight(np.concatenate(vis))
     ax = grid.axis()[::coarse]
     if ax[-1] < grid.bound:  # cover the far edge so the interpolation never extrapolates
-        ax = np.append(ax, grid.bound)
+        ax = np.append(ax, grid.bound).astype(np.float32)
     q = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
-    dist, nearest = cKDTree(allv).query(q, workers=2)
-    fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0)
-    wc = (allw[nearest] * fade).reshape(len(ax), len(ax), len(ax)).astype(np.float32)
-    w = upsample(wc, linear_interpolation(ax, grid.axis()))
+    # beyond FAR_M w is 0 whichever vertex is nearest: a bounded search is ~10x faster on a fine lattice
+    dist, nearest = cKDTree(allv).query(q, distance_upper_bound=FAR_M, workers=2)
+    nearest = np.minimum(nearest, len(allv) - 1)  # misses (dist = inf) get any vertex: their fade is 0
+    fade = np.clip((FAR_M - dist) / (FAR_M - NEAR_M), 0.0, 1.0).astype(np.float32)
+    terms = RigTerms(np.zeros(0, np.float32), np.zeros(0, np.float32), allv, allw, np.concatenate(rays), ax,
+                     nearest, fade, {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)})
+    terms.w_seen = _lattice_to_grid(terms, allw[nearest] * fade, grid)
+    return terms
+
+
+def _lattice_to_grid(terms: RigTerms, values: np.ndarray, grid: Grid) -> np.ndarray:
+    """Lattice values float [Rc³] -> float32 [R, R, R] in [0, 1], trilinear, faded to 0 near the NeRF's bound."""
+    n = len(terms.lattice)
+    w = upsample(values.reshape(n, n, n).astype(np.float32), linear_interpolation(terms.lattice, grid.axis()))
     # near the NeRF's bound the field is clipped and its blob prior dominates (a neck cut there comes out torn)
     edge = np.clip((grid.bound - np.abs(grid.axis()) - BOUND_NEAR_M) / (BOUND_FAR_M - BOUND_NEAR_M), 0.0, 1.0)
     w *= edge[:, None, None] * edge[None, :, None] * edge[None, None, :]
-    return np.clip(w, 0.0, 1.0), {"rig_seen_fraction": round(float((allw > 0.5).mean()), 4)}
+    return np.clip(w, 0.0, 1.0)
+
+
+def resolved_weight(terms: RigTerms, sigma: np.ndarray, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
+    """The blend weight w = w_seen · resolved on the grid: float32 [R, R, R] in [0, 1], and a summary.
+
+    ``resolved`` (0..1) says how crisp the field's surface is along the best view ray of the nearest rig vertex:
+    the distance over which transmittance drops from 0.9 to 0.1 (:func:`surface_thickness`), eased from 1 at
+    ``CRISP_M[0]`` to 0 at ``CRISP_M[1]`` (never below ``CRISP_CELLS`` grid cells: a step is smeared over a cell).
+    It is smoothed over ``CRISP_SMOOTH_M`` on the lattice (normalised over the seen vertices) so w has no crease."""
+    seen = terms.seen > 0
+    thick = np.full(len(terms.vertices), np.inf, np.float32)
+    if seen.any():
+        thick[seen] = surface_thickness(sigma, grid, terms.vertices[seen], terms.rays[seen])
+    lo = max(CRISP_M[0], CRISP_CELLS * grid.spacing)
+    hi = lo + (CRISP_M[1] - CRISP_M[0])
+    crisp = 1.0 - seen_weight(np.minimum(thick, 1.0), lo, hi)
+    n = len(terms.lattice)
+    r = CRISP_SMOOTH_M / float(terms.lattice[1] - terms.lattice[0])
+    mask = (seen[terms.nearest] & (terms.fade > 0)).reshape(n, n, n).astype(np.float32)
+    num = ndimage.gaussian_filter(crisp[terms.nearest].reshape(n, n, n) * mask, r)
+    den = ndimage.gaussian_filter(mask, r)
+    smooth = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0).reshape(-1)
+    w = _lattice_to_grid(terms, terms.seen[terms.nearest] * terms.fade * smooth, grid)
+    finite = thick[seen & np.isfinite(thick)]
+    well = terms.seen > 0.5
+    return w, {"field_resolved_fraction": round(float((crisp[well] > 0.5).mean()) if well.any() else 0.0, 4),
+               "field_thickness_mm": round(1000.0 * float(np.median(finite)), 2) if len(finite) else None}
+
+
+def ray_profile(sigma: np.ndarray, grid: Grid, points: np.ndarray, directions: np.ndarray,
+                after_m: float = RAY_AFTER_M) -> tuple[np.ndarray, np.ndarray]:
+    """Transmittance along each view ray through a point, from where it enters the NeRF's bound to ``after_m``
+    behind the point: (offsets float32 [S] metres from the point, positive away from the camera; T float32 [N, S] in
+    0..1, 1 before the bound). points float [N, 3] head frame, directions float [N, 3] unit, camera -> point; sigma
+    the density grid (per metre), trilinearly interpolated, one sample per cell."""
+    step = grid.spacing
+    s = np.arange(-2.0 * np.sqrt(3.0) * grid.bound, after_m + 0.5 * step, step, dtype=np.float32)
+    out = np.empty((len(points), len(s)), np.float32)
+    n = max(1, (1 << 22) // len(s))  # bounded memory: ~4 M samples at a time
+    for a in range(0, len(points), n):
+        p = np.asarray(points[a:a + n], np.float32)[:, None] + s[None, :, None] * np.asarray(
+            directions[a:a + n], np.float32)[:, None]
+        inside = (np.abs(p) <= grid.bound).all(axis=2)
+        d = np.zeros(inside.shape, np.float32)
+        d[inside] = at_points(sigma, grid, p[inside])
+        tau = np.cumsum(np.maximum(d, 0.0) * np.float32(step), axis=1)
+        out[a:a + n] = np.exp(-(tau - tau[:, :1]))
+    return s, out
+
+
+def crossing(s: np.ndarray, T: np.ndarray, t: float) -> np.ndarray:
+    """Offset (metres) at which each transmittance profile float [N, S] first drops below ``t``, linearly
+    interpolated between samples; +inf where it never does. float32 [N]."""
+    below = T < t
+    k = np.argmax(below, axis=1)
+    hit = below[np.arange(len(T)), k] & (k > 0)
+    k = np.maximum(k, 1)
+    t0, t1 = T[np.arange(len(T)), k - 1], T[np.arange(len(T)), k]
+    frac = np.clip((t0 - t) / np.maximum(t0 - t1, 1e-12), 0.0, 1.0)
+    x = s[k - 1] + frac * (s[k] - s[k - 1])
+    return np.where(hit, x, np.inf).astype(np.float32)
+
+
+def surface_thickness(sigma: np.ndarray, grid: Grid, points: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """How resolved the field's surface is along each view ray: the distance (metres) over which transmittance
+    drops from 0.9 to 0.1 on the ray through a point (see :func:`ray_profile`); +inf where it never reaches 0.1
+    (a translucent blob). float32 [N]. A resolved surface: a few mm; an unconverged blob: centimetres."""
+    s, T = ray_profile(sigma, grid, points, directions)
+    end, start = crossing(s, T, 0.1), crossing(s, T, 0.9)
+    thick = np.full(len(end), np.inf, np.float32)
+    done = np.isfinite(end)  # then the 0.9 crossing is finite too
+    thick[done] = end[done] - start[done]
+    return thick
 
 
 def guard_field(phi_field: np.ndarray, phi_rig: np.ndarray, grid: Grid) -> np.ndarray:
@@ -280,13 +394,11 @@ def guard_field(phi_field: np.ndarray, phi_rig: np.ndarray, grid: Grid) -> np.nd
     return phi_field
 
 
-def rig_terms(grid: Grid, completion: Completion) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """What the completion needs before the field is sampled: phi_rig float32 [R, R, R] (metres, negative inside),
-    the blend weight w float32 [R, R, R] in [0, 1] (the field's say; 0 where its density is not used) and a
-    summary."""
-    phi_rig = sdf_grid(completion.body, grid.resolution, grid.bound)
-    w, info = blend_weight(completion.body, completion.cameras, grid)
-    return phi_rig, w, info
+def rig_terms(grid: Grid, completion: Completion) -> RigTerms:
+    """What the completion needs before the field is sampled (:class:`RigTerms`): phi_rig and the views' say."""
+    terms = blend_weight(completion.body, completion.cameras, grid)
+    terms.phi_rig = sdf_grid(completion.body, grid.resolution, grid.bound)
+    return terms
 
 
 def completed_distance(sigma: np.ndarray, level: float, grid: Grid, phi_rig: np.ndarray, w: np.ndarray

@@ -59,16 +59,21 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
     cfg = check(cfg)
     grid, t, info = Grid(cfg.resolution), {}, {}
     t_start = time.perf_counter()
-    phi_rig = w = None
-    if completion is not None:  # before sampling: the field is only needed where w > 0
+    terms = w = None
+    if completion is not None:  # before sampling: the field is only needed where the views saw the rig
         with _timed(t, "complete", progress):
-            phi_rig, w, complete_info = complete.rig_terms(grid, completion)
-            info.update(complete_info)
-    sigma, level, iso_info = _sample(field, grid, cfg, None if w is None else w > 0, progress, info, t)
-    if phi_rig is not None and w is not None:
+            terms = complete.rig_terms(grid, completion)
+            info.update(terms.info)
+    sigma, level, iso_info = _sample(field, grid, cfg, None if terms is None else terms.w_seen > 0, progress, info,
+                                     t)
+    if terms is not None:
         with _timed(t, "blend", progress):
-            phi = complete.completed_distance(sigma, level, grid, phi_rig, w)
-            del phi_rig
+            # the field's surface wins where it was seen *and* is resolved; texture trust needs only the former
+            w_geometry, resolved_info = complete.resolved_weight(terms, sigma, grid)
+            info.update(resolved_info)
+            phi = complete.completed_distance(sigma, level, grid, terms.phi_rig, w_geometry)
+            w = terms.w_seen
+            del terms, w_geometry
     with _timed(t, "marching_cubes", progress):
         if completion is not None:
             v, f = surface.marching_cubes_sdf(phi, grid)
@@ -101,7 +106,8 @@ def export_field(field: Any, cfg: ExportConfig, progress: Progress = None,
         with _timed(t, "fill", progress):
             vis, ray = complete.vertex_views(v, f, n, completion.cameras)
             seen_v = complete.seen_weight(vis, *complete.TEXTURE_SEEN_COS)
-            if w is not None:  # colour from the field only where its surface is the mesh's, not the rig's
+            if w is not None:  # colour from the field only where the views saw the rig's surface (a fuzzy field's
+                # colour there is what the views saw, though its geometry lost to the rig's)
                 seen_v = seen_v * complete.at_points(w, grid, v)
                 del w
             colour_v = colour(v.astype(np.float32))
