@@ -187,3 +187,16 @@ def test_close_holes_closes_a_small_hole_wound_like_its_neighbours():
     assert signed_volume(v2, f2) == pytest.approx(1.0)  # outward, like the rest: the volume is the cube's
     v3, f3 = close_holes(v, f, max_edges=3)  # too large a hole: left open
     assert open_edges(f3) == 4
+
+
+def test_linear_interpolation_is_finite_with_a_repeated_sample():
+    """The blend lattice once ended in a repeated sample (a float32 axis against a float64 bound): 0/0 put NaN on the
+    grid's far faces. Rows are finite, sum to 1 and reproduce a linear function."""
+    from backend.export.grid import linear_interpolation
+
+    src = np.array([-1.0, 0.0, 1.0, 1.0], np.float32)
+    dst = np.linspace(-1.0, 1.0, 9, dtype=np.float32)
+    m = linear_interpolation(src, dst)
+    assert np.isfinite(m).all()
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(m @ (2.0 * src + 1.0), 2.0 * dst + 1.0, rtol=1e-5, atol=1e-6)

@@ -283,7 +283,8 @@ def blend_weight(body: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Ca
         rays.append(ray)
     allv, allw = np.concatenate(verts), seen_weight(np.concatenate(vis))
     ax = grid.axis()[::coarse]
-    if ax[-1] < grid.bound:  # cover the far edge so the interpolation never extrapolates
+    if ax[-1] < np.float32(grid.bound):  # cover the far edge so the interpolation never extrapolates (compared in
+        # float32: the axis is float32, and a float64 bound would append a duplicate of its last sample)
         ax = np.append(ax, grid.bound).astype(np.float32)
     q = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
     # beyond FAR_M w is 0 whichever vertex is nearest: a bounded search is ~10x faster on a fine lattice

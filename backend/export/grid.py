@@ -96,7 +96,8 @@ def linear_interpolation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Matrix float32 [len(dst), len(src)] of 1D linear interpolation from samples at ``src`` to points ``dst``."""
     m = np.zeros((len(dst), len(src)), np.float32)
     j = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
-    t = np.clip((dst - src[j]) / (src[j + 1] - src[j]), 0.0, 1.0)
+    gap = src[j + 1] - src[j]
+    t = np.clip((dst - src[j]) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)  # a repeated sample: take the first
     m[np.arange(len(dst)), j] = 1.0 - t
     m[np.arange(len(dst)), j + 1] = t
     return m
