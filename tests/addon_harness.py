@@ -122,6 +122,27 @@ class Backend:
             self.proc.wait()
 
 
+TURNTABLE_SCRIPT = Path(__file__).with_name("blender_turntable.py")
+
+
+def assert_turntable_clean(glb: Path, out_dir: Path, backdrop: Optional[tuple[float, float, float]] = None) -> list:
+    """Render ``glb`` as a Cycles turntable (8 azimuths and one view from above: blender_turntable.py) and assert
+    every frame shows the head with no hole in its silhouette and no backdrop-coloured head pixels. Returns the
+    frames' figures."""
+    args = [BLENDER_PYTHON, str(TURNTABLE_SCRIPT), str(glb), str(out_dir)]
+    if backdrop is not None:
+        args.append(",".join(map(str, backdrop)))
+    out = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    frames = json.loads(out.stdout.strip().splitlines()[-1])["frames"]
+    assert len(frames) >= 9 and any(fr["elevation"] >= 60 for fr in frames)  # 8 azimuths and one from above
+    for fr in frames:
+        assert fr["coverage"] > 0.05, fr  # the head is in the frame
+        assert fr["holes"] == 0, fr  # no background pixel inside the head's silhouette
+        assert fr["backdrop_pixels"] < 0.005, fr  # no backdrop-coloured head pixels
+    return frames
+
+
 def start_backend(tmp_path: Path, models_dir: Optional[Path] = None):
     """The real `joker-head serve` (selftest, preview and generate runners) on a free port.
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.addon_harness import REPO, RIG_SCRIPT, UI_SCRIPT, needs_bpy, run_bpy, start_backend
+from tests.addon_harness import (REPO, RIG_SCRIPT, UI_SCRIPT, assert_turntable_clean, needs_bpy, run_bpy,
+                                 start_backend)
 
 sys.path.insert(0, str(REPO))
 import build_addon  # noqa: E402
@@ -327,6 +328,9 @@ def test_end_to_end_generate_reattach_import_render(blender_user, ict_npz, tmp_p
     assert 0.0 < got["differs"] < 0.95  # the head shows in the Cycles render
     # landed on the rig: the completed head's bounding box (skull, ears, neck) centres where the rig's does
     assert np.linalg.norm(np.subtract(got["head_centre"], got["rig_centre"])) < 0.05
+    # the head the add-on imported renders whole from every side in Cycles: 8 azimuths and one from above, no hole,
+    # no backdrop-coloured (the oracle's backdrop) head pixel
+    assert_turntable_clean(Path(got["result"]), tmp_path / "turntable")
 
     # What the server received is the posed rig: its normal map is the shared renderer's of the model's evaluation.
     from shared.conventions import orbit_camera
