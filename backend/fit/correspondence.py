@@ -10,7 +10,7 @@ The fit then uses 468 points instead of 68: identity error on known heads falls 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Callable, TypeVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from shared.morphable import MorphableModel
 
+T = TypeVar("T")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 N_MESH = 468
 
@@ -67,18 +68,25 @@ def table_path(rig: MorphableModel) -> Path:
 
 def load_mesh_points(rig: MorphableModel) -> SurfacePoints | None:
     """The 468 mesh points on ``rig`` from its shipped table, or None when there is none for this rig."""
-    path = table_path(rig)
+    return load_rig_table(table_path(rig), rig, lambda z: SurfacePoints(z["faces"].astype(np.int64),
+                                                                         z["bary"].astype(np.float64)))
+
+
+def load_rig_table(path: Path, rig: MorphableModel, build: Callable[[Any], T],
+                   valid: Callable[[Any], bool] = lambda z: True) -> T | None:
+    """A data table built for one rig (``.npz`` with a ``rig_fingerprint``), read once per file version and rig:
+    ``build(npz)``, or None when the file is missing or was built for another topology (or ``valid(npz)`` fails)."""
     if not path.is_file():
         return None
     key = (str(path), path.stat().st_mtime_ns, id(rig))
     if key not in _TABLES:
         with np.load(path, allow_pickle=False) as z:
-            ok = str(z["rig_fingerprint"]) == rig_fingerprint(rig)
-            _TABLES[key] = SurfacePoints(z["faces"].astype(np.int64), z["bary"].astype(np.float64)) if ok else None
+            ok = str(z["rig_fingerprint"]) == rig_fingerprint(rig) and valid(z)
+            _TABLES[key] = build(z) if ok else None
     return _TABLES[key]
 
 
-_TABLES: dict[tuple, SurfacePoints | None] = {}
+_TABLES: dict[tuple, Any] = {}
 
 
 def _closest_on_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

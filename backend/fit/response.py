@@ -27,7 +27,7 @@ import numpy as np
 from shared.conventions import crop_camera, euler_to_matrix, project_points
 from shared.morphable import MorphableModel
 
-from .correspondence import DATA_DIR, SurfacePoints, load_mesh_points, rig_fingerprint
+from .correspondence import DATA_DIR, SurfacePoints, load_mesh_points, load_rig_table, rig_fingerprint
 
 CALIBRATION_SEED = 1000  # bench/fit_bench.py draws its heads from seed 0, the tests from small seeds
 CALIBRATION_HEADS = 200  # 140 and 280 renders gave the same held-out error: the model is not data-limited
@@ -65,19 +65,9 @@ def response_path(rig: MorphableModel) -> Path:
 
 def load_response(rig: MorphableModel) -> DetectorResponse | None:
     """The shipped response model for ``rig`` (None when there is none or it was built for another topology)."""
-    path = response_path(rig)
-    if not path.is_file():
-        return None
-    key = (str(path), path.stat().st_mtime_ns, id(rig))
-    if key not in _CACHE:
-        with np.load(path, allow_pickle=False) as z:
-            ok = str(z["rig_fingerprint"]) == rig_fingerprint(rig) and z["delta"].shape[0] == rig.n_identity
-            _CACHE[key] = DetectorResponse(z["offset"].astype(np.float64), z["delta"].astype(np.float64)) \
-                if ok else None
-    return _CACHE[key]
-
-
-_CACHE: dict[tuple, DetectorResponse | None] = {}
+    return load_rig_table(response_path(rig), rig,
+                          lambda z: DetectorResponse(z["offset"].astype(np.float64), z["delta"].astype(np.float64)),
+                          valid=lambda z: z["delta"].shape[0] == rig.n_identity)
 
 
 def crop_jacobian(points_posed: np.ndarray, rotation: np.ndarray, to_crop: np.ndarray) -> np.ndarray:
