@@ -156,7 +156,8 @@ def main() -> None:
     completion = Completion(body, cams, background=getattr(field, "background", None))
     out = export_field(field, export, completion=completion)
     m = out.meta
-    print(f"distill {t_distill:.1f} s ({'loaded' if args.field else f'{r.steps} steps'}, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
+    source = "loaded" if args.field else f"{r.steps} steps"
+    print(f"distill {t_distill:.1f} s ({source}, {len(cams)} views); export {m['timings_s']['total']:.1f} s "
           f"({m['faces']} faces): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items() if k != "total"))
     print(f"components {m['components']} -> {m['kept_components']}, charts {m['charts']}, uv use "
           f"{m['uv_utilization']:.2f}, texel coverage {m['texel_coverage']:.2f}, seen vertices "

@@ -118,13 +118,9 @@ def aligned_crop(image: np.ndarray, face: Face, points: str = "mtcnn", name: str
     ``name``: the image as the caller knows it (e.g. ``inputs.reference``); errors name it.
     Raises FitError when the mesh finds no face.
     """
-    if points == "mtcnn":
-        five, source = steady_landmarks(image, face), "mtcnn, steadied"
-        if np.linalg.norm(five - face.landmarks5, axis=1).max() > STEADY_MAX_MOVE * face.size:
-            five, source = face.landmarks5, "mtcnn"  # the steadying lost the face: the cascade's own points
+    if points in ("mtcnn", "mtcnn raw"):
+        five, source = mtcnn_points(image, face, steadied=points == "mtcnn")
         crop = reference_crop(image, five, name=name, aligned_on=source)
-    elif points == "mtcnn raw":
-        crop = reference_crop(image, face.landmarks5, name=name, aligned_on="mtcnn")
     elif points == "mesh":
         crop = reference_crop(image, face.landmarks5, exact=passes == 0, name=name, aligned_on="mtcnn")
         for i in range(passes):
@@ -134,6 +130,17 @@ def aligned_crop(image: np.ndarray, face: Face, points: str = "mtcnn", name: str
     else:
         raise ValueError(f"aligned_crop: points must be one of {ALIGN_POINTS}, got {points!r}")
     return crop, _mesh_or_fail(crop.image, name)
+
+
+def mtcnn_points(image: np.ndarray, face: Face, steadied: bool = True) -> tuple[np.ndarray, str]:
+    """The 5 MTCNN points the reference crop is aligned on (float64 [5, 2] image px) and their source: steadied
+    (:func:`backend.fit.detect.steady_landmarks`), or the cascade's own when ``steadied`` is off or the steadying
+    moved a point over ``STEADY_MAX_MOVE`` of the face box (it lost the face)."""
+    if steadied:
+        five = steady_landmarks(image, face)
+        if np.linalg.norm(five - face.landmarks5, axis=1).max() <= STEADY_MAX_MOVE * face.size:
+            return five, "mtcnn, steadied"
+    return face.landmarks5, "mtcnn"
 
 
 def _steady_five(crop_u8: np.ndarray, name: str) -> tuple[np.ndarray, str]:

@@ -10,8 +10,8 @@ import numpy as np
 from shared.morphable import MorphableModel
 
 from .crop import reference_crop
-from .detect import detect_faces, steady_landmarks
-from .landmarks import aligned_crop
+from .detect import detect_faces
+from .landmarks import aligned_crop, mtcnn_points
 
 CORNERS = np.array([[0.0, 0.0], [512.0, 0.0], [0.0, 512.0], [512.0, 512.0]])
 
@@ -66,7 +66,7 @@ def _framed(image: np.ndarray, points: str) -> list[_Framed]:
         if points == "mesh":
             crop = aligned_crop(copy, face, points="mesh")[0]
         else:  # the crop only: what the MTCNN options align on needs no mesh
-            crop = reference_crop(copy, steady_landmarks(copy, face) if points == "mtcnn" else face.landmarks5)
+            crop = reference_crop(copy, mtcnn_points(copy, face, steadied=points == "mtcnn")[0])
         raw = reference_crop(copy, face.landmarks5)
         back = np.linalg.inv(A[:, :2]).T
         out.append(_Framed(name, (crop.points_to_image(CORNERS) - A[:, 2]) @ back,
