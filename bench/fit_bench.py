@@ -1,7 +1,9 @@
 """Benchmark: portrait -> face -> reference crop -> landmarks -> fitted rig. Prints its figures; the LAST line is
 
     fit: detect_ms=… fit_ms=… landmark_px=… crop_px=… shape_mm=… shape_detector_mm=… shape_detector_se_mm=…
-         mean_face_mm=… renders=… framing_px=… raw_jitter_px=… crop_raw_px=… crop_mesh_px=…   (one line)
+         mean_face_mm=… renders=… framing_px=… raw_jitter_px=… crop_raw_px=… crop_mesh_px=…
+         shape_sizefree_mm=… shape_detector_sizefree_mm=… mean_face_sizefree_mm=… size_sd_pct=…
+         size_detector_sd_pct=… size_mean_face_sd_pct=…   (one line)
 
 detect_ms     median CPU time of detection on the real photos (astronaut, Grace Hopper), one thread, warm: the MTCNN
               cascade and the steadying of its 5 points (the O-Net on jittered boxes)
@@ -19,6 +21,12 @@ shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> cr
 shape_detector_se_mm  its standard error over the renders (the spread: compare figures only beyond ~2 of these)
 mean_face_mm  what guessing the mean face scores on the same heads
 renders       how many heads the detector found (of --heads)
+*_sizefree_mm the same three errors when the alignment may also scale the face: its shape, its size apart
+size_*_sd_pct the spread (sd, %) of the size error: the true face's size over the fitted one's (projected points,
+              through the detector, the mean face). One photo cannot tell a face from the same face k times larger
+              and k times farther, so size only comes through the model's shape; each % costs ~0.75 mm rigid
+Heads are drawn from HEAD_SEED, disjoint from the seeds the fit's data were built from (the correspondence table 0,
+the response model 1000, FIT.md's calibration / held-out studies 1000-1001 / 2000-2001) and the tests' small seeds.
 Targets: shape_mm <= 2.5, crop_px <= 2, landmark_px <= 3, detect + fit <= 1 s on one CPU core.
 Usage: PYTHONPATH=. python bench/fit_bench.py [--quick]
 """
@@ -35,6 +43,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # o
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+
+
+HEAD_SEED = 3000
 
 
 def _photo_paths() -> list[Path]:
@@ -75,7 +86,7 @@ def main() -> None:
     from backend.fit.correspondence import load_mesh_points
     from backend.fit.headshot import render_headshot
     from backend.fit import aligned_crop
-    from backend.fit.metrics import crop_stability, shape_error_mm
+    from backend.fit.metrics import compare_shapes, crop_stability, shape_error_mm
     from backend.fit.portrait import fit_landmarks
     from shared.conventions import crop_camera, project_points
     from shared.morphable import load_default_rig
@@ -143,46 +154,54 @@ def main() -> None:
 
     # 4. heads of known identity: projected mesh points + noise, and through the detector (every head rendered)
     n_heads = args.heads or (20 if args.quick else 30)
-    rng = np.random.default_rng(0)
-    proj_err, det_err, det_mean_err, variants = [], [], [], {"prior 10 (before)": [], "calibrated (opt-in)": []}
+    rng = np.random.default_rng(HEAD_SEED)
+    proj, det, mean_det, variants = [], [], [], {"prior 10 (before)": [], "calibrated (opt-in)": []}
     mean_err = []
     for i in range(n_heads):
         identity = rng.normal(size=rig.n_identity)
         pose = (rng.uniform(-0.15, 0.15), rng.uniform(-0.35, 0.35), rng.uniform(-0.08, 0.08))
         V = rig.evaluate(identity, None, pose).astype(np.float64)
         target = project_points(crop_camera(), points.of(V))[0] + rng.normal(0, 1.5, (len(points.index), 2))
-        proj_err.append(shape_error_mm(rig, fit_rig(rig, target, points=points).state.identity, identity))
+        proj.append(compare_shapes(rig, fit_rig(rig, target, points=points).state.identity, identity))
         mean_err.append(shape_error_mm(rig, None, identity))
         shot = render_headshot(rig, identity, None, pose)
         faces = detect_faces(shot.image)
         if faces:
             _, mesh = aligned_crop(shot.image, faces[0])
-            det_err.append(shape_error_mm(rig, fit_landmarks(rig, mesh).state.identity, identity))
-            det_mean_err.append(mean_err[-1])
+            det.append(compare_shapes(rig, fit_landmarks(rig, mesh).state.identity, identity))
+            mean_det.append(compare_shapes(rig, None, identity))
             variants["prior 10 (before)"].append(shape_error_mm(
                 rig, fit_rig(rig, mesh, points=points, weights=_mesh_weights(), lambda_id=10.0).state.identity,
                 identity))
             variants["calibrated (opt-in)"].append(shape_error_mm(
                 rig, fit_landmarks(rig, mesh, calibrated=True).state.identity, identity))
-    det, base = np.array(det_err), np.array(det_mean_err)
+    P, D, M = (np.array(x, dtype=np.float64).reshape(-1, 3) for x in (proj, det, mean_det))  # rigid, similar, ratio
     se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")  # noqa: E731
-    print(f"{n_heads} heads: shape error {np.mean(proj_err):.2f} mm from projected points (σ 1.5 px); mean face "
+    size_sd = lambda x: float(np.std(x[:, 2], ddof=1) * 100.0) if len(x) > 1 else float("nan")  # noqa: E731
+    print(f"{n_heads} heads: shape error {P[:, 0].mean():.2f} mm from projected points (σ 1.5 px); mean face "
           f"{np.mean(mean_err):.2f} mm")
-    print(f"through the detector ({len(det)} renders): {det.mean():.2f} ± {se(det):.2f} mm (mean ± standard error; "
-          f"per head sd {np.std(det, ddof=1):.2f}), vs the mean face on the same heads {np.mean(det - base):+.2f} ± "
-          f"{se(det - base):.2f} mm")
+    print(f"through the detector ({len(D)} renders): {D[:, 0].mean():.2f} ± {se(D[:, 0]):.2f} mm (mean ± standard "
+          f"error; per head sd {np.std(D[:, 0], ddof=1):.2f}), vs the mean face on the same heads "
+          f"{np.mean(D[:, 0] - M[:, 0]):+.2f} ± {se(D[:, 0] - M[:, 0]):.2f} mm")
+    print(f"  size apart (similarity alignment): projected points {P[:, 1].mean():.2f} mm, detector "
+          f"{D[:, 1].mean():.2f} mm, mean face {M[:, 1].mean():.2f} mm (detector vs mean face "
+          f"{np.mean(D[:, 1] - M[:, 1]):+.2f} ± {se(D[:, 1] - M[:, 1]):.2f}); size error sd: projected points "
+          f"{size_sd(P):.1f} %, detector {size_sd(D):.1f} %, mean face {size_sd(M):.1f} %")
     for name, errs in variants.items():
-        d = np.array(errs) - det
+        d = np.array(errs) - D[:, 0]
         print(f"  {name}: {np.mean(errs):.2f} mm, vs the default {np.mean(d):+.2f} ± {se(d):.2f} mm")
     cal_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1], calibrated=True).residual_px.mean())
                for im in photos]
     print(f"  calibrated (opt-in) on the real photos: landmark error {np.mean(cal_lmk):.2f} px (default "
           f"{np.mean(lmk):.2f})")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
-          f"crop_px={crop_px:.2f} shape_mm={np.mean(proj_err):.2f} shape_detector_mm={det.mean():.2f} "
-          f"shape_detector_se_mm={se(det):.2f} mean_face_mm={np.mean(mean_err):.2f} renders={len(det)} "
+          f"crop_px={crop_px:.2f} shape_mm={P[:, 0].mean():.2f} shape_detector_mm={D[:, 0].mean():.2f} "
+          f"shape_detector_se_mm={se(D[:, 0]):.2f} mean_face_mm={np.mean(mean_err):.2f} renders={len(D)} "
           f"framing_px={framing_px:.2f} raw_jitter_px={raw_jitter:.2f} "
-          f"crop_raw_px={max(raw_moved[:n_target]):.2f} crop_mesh_px={max(mesh_moved[:n_target]):.2f}")
+          f"crop_raw_px={max(raw_moved[:n_target]):.2f} crop_mesh_px={max(mesh_moved[:n_target]):.2f} "
+          f"shape_sizefree_mm={P[:, 1].mean():.2f} shape_detector_sizefree_mm={D[:, 1].mean():.2f} "
+          f"mean_face_sizefree_mm={M[:, 1].mean():.2f} size_sd_pct={size_sd(P):.1f} "
+          f"size_detector_sd_pct={size_sd(D):.1f} size_mean_face_sd_pct={size_sd(M):.1f}")
 
 
 def _mesh_weights() -> np.ndarray:
