@@ -7,7 +7,8 @@
 
 detect_ms     median CPU time of detection on the real photos (astronaut, Grace Hopper), one thread, warm: the MTCNN
               cascade and the steadying of its 5 points (the O-Net on jittered boxes)
-fit_ms        median CPU time of everything after detection (the reference crop, face mesh, rig fit), one thread
+fit_ms        median CPU time of everything after detection (the reference crop, face mesh, rig fit on the
+              landmarks and then on the skin's shading), one thread
 landmark_px   mean reprojection error of the fitted rig's 68 landmarks at 512² on the real photos
 crop_px       largest crop-corner disagreement (512² px) between a photo and its scaled / shifted / padded copies,
               crops as shipped (on MTCNN's steadied points)
@@ -17,7 +18,8 @@ raw_jitter_px the reference's own jitter: the raw-MTCNN crops' largest corner di
 crop_raw_px, crop_mesh_px   crop_px for crops on MTCNN's raw points and on the face mesh's 5 points
 shape_mm      mean vertex error of the recovered neutral face (ICT face region, rigid alignment) on heads with
               N(0, 1) identity, fitted from their projected 468 mesh points with σ = 1.5 px noise
-shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> crop -> MediaPipe -> fit (every head)
+shape_detector_mm   the same through the detector: rendered heads -> MTCNN -> crop -> MediaPipe -> fit, as shipped
+              (landmarks, then the shading; every head)
 shape_detector_se_mm  its standard error over the renders (the spread: compare figures only beyond ~2 of these)
 mean_face_mm  what guessing the mean face scores on the same heads
 renders       how many heads the detector found (of --heads)
@@ -102,14 +104,15 @@ def main() -> None:
         faces, t_det = _timed(detect_faces, image)
         steady, t_steady = _timed(steady_landmarks, image, faces[0])
         (crop, mesh), t_crop = _timed(aligned_crop, image, faces[0])  # includes the steadying again
-        fit, t_fit = _timed(lambda m: fit_landmarks(rig, m), mesh)
+        fit, t_fit = _timed(lambda m, im: fit_landmarks(rig, m, image=im), mesh, crop.image)
         detect_t.append(t_det + t_steady)
         fit_t.append(t_crop - t_steady + t_fit)
         lmk.append(float(fit.residual_px.mean()))
         print(f"{path.name}: detect {t_det:.0f} ms + steady points {t_steady:.0f} ms, crop+mesh "
               f"{t_crop - t_steady:.0f} ms, rig fit {t_fit:.0f} ms; landmark error mean {lmk[-1]:.2f} px (median "
               f"{np.median(fit.residual_px):.2f}); pose (deg) {np.round(np.degrees(fit.state.pose), 1).tolist()}; "
-              f"{fit.verdict}")
+              f"{fit.verdict}; identity from the shading too: {fit.shading_error is not None} (skin colour error "
+              f"{fit.shading_error if fit.shading_error is None else round(fit.shading_error, 3)})")
         mesh5 = five_from_mesh(mesh)  # crop px of the shipped crop
         for label, pts in (("raw", faces[0].landmarks5), ("steadied", steady)):
             d = crop.points_to_crop(pts) - mesh5
@@ -155,7 +158,9 @@ def main() -> None:
     # 4. heads of known identity: projected mesh points + noise, and through the detector (every head rendered)
     n_heads = args.heads or (20 if args.quick else 30)
     rng = np.random.default_rng(HEAD_SEED)
-    proj, det, mean_det, variants = [], [], [], {"prior 10 (before)": [], "calibrated (opt-in)": []}
+    proj, det, mean_det = [], [], []
+    variants: dict[str, list[float]] = {"landmarks only (before)": [], "calibrated (opt-in)": []}
+    shaded = 0
     mean_err = []
     for i in range(n_heads):
         identity = rng.normal(size=rig.n_identity)
@@ -167,12 +172,13 @@ def main() -> None:
         shot = render_headshot(rig, identity, None, pose)
         faces = detect_faces(shot.image)
         if faces:
-            _, mesh = aligned_crop(shot.image, faces[0])
-            det.append(compare_shapes(rig, fit_landmarks(rig, mesh).state.identity, identity))
+            crop, mesh = aligned_crop(shot.image, faces[0])
+            shipped = fit_landmarks(rig, mesh, image=crop.image)
+            shaded += shipped.shading_error is not None
+            det.append(compare_shapes(rig, shipped.state.identity, identity))
             mean_det.append(compare_shapes(rig, None, identity))
-            variants["prior 10 (before)"].append(shape_error_mm(
-                rig, fit_rig(rig, mesh, points=points, weights=_mesh_weights(), lambda_id=10.0).state.identity,
-                identity))
+            variants["landmarks only (before)"].append(shape_error_mm(
+                rig, fit_landmarks(rig, mesh).state.identity, identity))
             variants["calibrated (opt-in)"].append(shape_error_mm(
                 rig, fit_landmarks(rig, mesh, calibrated=True).state.identity, identity))
     P, D, M = (np.array(x, dtype=np.float64).reshape(-1, 3) for x in (proj, det, mean_det))  # rigid, similar, ratio
@@ -180,7 +186,7 @@ def main() -> None:
     size_sd = lambda x: float(np.std(x[:, 2], ddof=1) * 100.0) if len(x) > 1 else float("nan")  # noqa: E731
     print(f"{n_heads} heads: shape error {P[:, 0].mean():.2f} mm from projected points (σ 1.5 px); mean face "
           f"{np.mean(mean_err):.2f} mm")
-    print(f"through the detector ({len(D)} renders): {D[:, 0].mean():.2f} ± {se(D[:, 0]):.2f} mm (mean ± standard "
+    print(f"through the detector ({len(D)} renders, {shaded} refined on the shading): {D[:, 0].mean():.2f} ± {se(D[:, 0]):.2f} mm (mean ± standard "
           f"error; per head sd {np.std(D[:, 0], ddof=1):.2f}), vs the mean face on the same heads "
           f"{np.mean(D[:, 0] - M[:, 0]):+.2f} ± {se(D[:, 0] - M[:, 0]):.2f} mm")
     print(f"  size apart (similarity alignment): projected points {P[:, 1].mean():.2f} mm, detector "
@@ -192,6 +198,8 @@ def main() -> None:
         print(f"  {name}: {np.mean(errs):.2f} mm, vs the default {np.mean(d):+.2f} ± {se(d):.2f} mm")
     cal_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1], calibrated=True).residual_px.mean())
                for im in photos]
+    only_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1]).residual_px.mean()) for im in photos]
+    print(f"  landmarks only (before) on the real photos: landmark error {np.mean(only_lmk):.2f} px")
     print(f"  calibrated (opt-in) on the real photos: landmark error {np.mean(cal_lmk):.2f} px (default "
           f"{np.mean(lmk):.2f})")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
@@ -202,16 +210,6 @@ def main() -> None:
           f"shape_sizefree_mm={P[:, 1].mean():.2f} shape_detector_sizefree_mm={D[:, 1].mean():.2f} "
           f"mean_face_sizefree_mm={M[:, 1].mean():.2f} size_sd_pct={size_sd(P):.1f} "
           f"size_detector_sd_pct={size_sd(D):.1f} size_mean_face_sd_pct={size_sd(M):.1f}")
-
-
-def _mesh_weights() -> np.ndarray:
-    """The dense fit's point weights (face oval at JAW_WEIGHT), as backend.fit.portrait.fit_landmarks sets them."""
-    from backend.fit.landmarks import MESH_OVAL
-    from backend.fit.rigfit import JAW_WEIGHT
-
-    w = np.ones(468)
-    w[list(MESH_OVAL)] = JAW_WEIGHT
-    return w
 
 
 if __name__ == "__main__":

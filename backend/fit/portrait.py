@@ -10,14 +10,21 @@ import numpy as np
 from shared.jobs import RigState
 from shared.morphable import MorphableModel
 
-from .correspondence import load_mesh_points
+from .correspondence import SurfacePoints, load_mesh_points
 from .crop import Crop
 from .detect import Face, detect_faces
 from .errors import FitError
 from .landmarks import MESH_OVAL, MESH_TO_IBUG68, aligned_crop, ibug68_from_mesh
+from .photometric import refine_on_shading
 from .response import load_response
 from .rigfit import GOOD_PX, JAW_WEIGHT, LAMBDA_ID_MESH, ROUGH_PX, RigFit, fit_rig, project_fit
 
+# The shading refinement stands unless it moves the median landmark residual by more than this (px at 512²;
+# MediaPipe's points lean toward an average face, so a truer face sits 1-2 px off them on renders of known faces,
+# docs/FIT.md) or explains the skin worse than this mean colour error (0..1 RGB; renders 0.03, colour portraits
+# 0.09-0.10, the gray near-profile cameraman 0.14: no skin colour to pick the skin by).
+SHADING_LANDMARK_SLACK_PX = 2.0
+MAX_SHADING_ERROR = 0.12
 MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)
 
 
@@ -72,7 +79,7 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     crop, mesh = aligned_crop(image, face, name=name)
     landmarks = ibug68_from_mesh(mesh)
     fit = fit_landmarks(rig, mesh, fit_identity=fit_identity, fit_expression=fit_expression, fit_pose=fit_pose,
-                        init=init)
+                        init=init, image=crop.image)
     dense = load_mesh_points(rig) is not None
     med = float(np.median(fit.residual_px))
     if fit.verdict == "failed":
@@ -83,11 +90,18 @@ def fit_portrait(image: np.ndarray, rig: MorphableModel, *, fit_identity: bool =
     return PortraitFit(crop, face, landmarks, fit, warnings + fit.warnings, mesh, dense)
 
 
-def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = False, **flags: Any) -> RigFit:
+def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = False,
+                  image: np.ndarray | None = None, **flags: Any) -> RigFit:
     """Fit ``rig`` to MediaPipe's 468 points float [468, 2] (crop px): densely when the rig has a correspondence
     table (:mod:`backend.fit.correspondence`, identity prior ``LAMBDA_ID_MESH``), else on the 68 iBUG landmarks.
     Either way the returned residual and verdict are the 68 iBUG landmarks' (the rig's own surface points that
     correspond to them).
+
+    ``image`` (the 512² crop the points were found in) refines identity, rotation and translation on the shading
+    of the skin (:mod:`backend.fit.photometric`), when the fit is dense and identity is being fitted. The refined
+    fit stands if it still follows the landmarks (median iBUG residual within ``SHADING_LANDMARK_SLACK_PX`` of the
+    landmark fit's) and explains the skin (mean colour error under ``MAX_SHADING_ERROR``); otherwise the landmark
+    fit does, with a warning. ``RigFit.shading_error`` says which.
 
     ``calibrated`` (opt-in) also fits the shipped response model (:mod:`backend.fit.response`): how MediaPipe's
     points follow identity on rendered heads. It recovers identity better on renders but moves the rig off real
@@ -99,7 +113,26 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
     weights = np.ones(len(mesh))
     weights[list(MESH_OVAL)] = JAW_WEIGHT
     response = load_response(rig) if calibrated else None
-    fit = fit_rig(rig, mesh, points=table, weights=weights, response=response, lambda_id=LAMBDA_ID_MESH, **flags)
+    fit = _with_ibug_residual(rig, fit_rig(rig, mesh, points=table, weights=weights, response=response,
+                                           lambda_id=LAMBDA_ID_MESH, **flags), table, ibug)
+    if image is None or not flags.get("fit_identity", True) or calibrated:
+        return fit
+    refined, colour_error = refine_on_shading(rig, image, fit, mesh, table, weights)
+    refined = _with_ibug_residual(rig, refined, table, ibug)
+    before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
+    if not np.isfinite(colour_error):
+        return fit  # too little skin seen (a covered or turned face): the landmarks alone
+    if colour_error > MAX_SHADING_ERROR or after > before + SHADING_LANDMARK_SLACK_PX:
+        fit.warnings.append(f"the face's shading was not used for its shape (skin colour error {colour_error:.2f}, "
+                            f"landmark error {after:.1f} px against {before:.1f} px): identity from the landmarks "
+                            "only; a colour photo in soft, even light gives a closer likeness")
+        return fit
+    refined.shading_error = colour_error
+    return refined
+
+
+def _with_ibug_residual(rig: MorphableModel, fit: RigFit, table: SurfacePoints, ibug: np.ndarray) -> RigFit:
+    """Set ``fit``'s residual and verdict from the 68 iBUG landmarks (the table's points that make them)."""
     residual = np.linalg.norm(project_fit(rig, fit, table.combine(MESH_TO_IBUG68)) - ibug, axis=1)
     med = float(np.median(residual))
     fit.residual_px = residual

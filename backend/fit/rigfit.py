@@ -54,6 +54,8 @@ class RigFit:
     residual_px:  float64 [68] |projected landmark - target| at 512².
     verdict:      "good" (median < 3 px), "rough" (< 8 px) or "failed".
     warnings:     human-readable notes (e.g. an extreme profile).
+    shading_error: the mean colour error (0..1 RGB) of the skin's shading when the fit was refined on it
+                  (backend.fit.photometric), else None: identity from the landmarks only.
     """
 
     state: RigState
@@ -61,6 +63,7 @@ class RigFit:
     residual_px: np.ndarray
     verdict: str
     warnings: list[str] = field(default_factory=list)
+    shading_error: float | None = None
 
 
 def _euler_derivatives(pitch: float, yaw: float, roll: float) -> np.ndarray:

@@ -147,6 +147,8 @@ def fit_meta(portrait: Any, image_shape: tuple, warnings: list[str]) -> dict:
         "residual_px": _floats(residual),
         "residual_mean_px": round(float(np.mean(residual)), 3),
         "verdict": fit.verdict,
+        "identity_from": "landmarks" if fit.shading_error is None else "landmarks and shading",
+        "shading_error": None if fit.shading_error is None else round(float(fit.shading_error), 4),
         "face": {"box": _floats(portrait.face.box), "score": round(float(portrait.face.score), 4)},
         "crop": {"to_crop": _floats(crop.to_crop), "scale": float(crop.scale), "centre": _floats(crop.centre),
                  "size": CROP_RES},

@@ -1,0 +1,346 @@
+"""Refine a landmark fit on the crop's shading: the rig's skin, lit, against the photo's skin (analysis by synthesis).
+
+Why: MediaPipe's points say little about a face's shape (docs/FIT.md, *Identity through the detector*): through
+them the fit recovers 0.2 mm of shape beyond the mean face's. The shading of the skin says much more: how the cheeks,
+nose and brow ridge turn toward or away from the light is the surface's normal field.
+
+Model, for the skin vertices k of the rig's face that the crop camera sees (brows, eyes and lips left out, up to
+``MAX_SAMPLES`` of them), in the crop camera of :mod:`backend.fit.rigfit` (x = [α, β, pitch, yaw, roll, t]):
+    colour_k = Σ_j Y_j(n_k) L_j,c       Y: 2nd-order spherical harmonics (9) of the posed normal n_k, L [9, 3] per fit
+    E = Σ_landmarks w ρ(|u - l|) + λ |α|²  +  (PHOTO_WEIGHT / K) Σ_k ρ_c(|colour_k - I(u_k)|)
+I: the crop blurred by ``BLUR_PX``, read at the vertex's pixel u_k. L has albedo × light folded in: one colour over the
+skin, any soft light. It is solved in closed form at every step (its derivative is left out: variable projection), so
+the light never has to be guessed. ρ, ρ_c: Huber; a beard, a highlight or hair over the skin count linearly.
+The landmark term keeps the head where the detector put it (weight ``LANDMARK_WEIGHT`` relative to the landmark
+fit's): the shading does the rest. Expression weights stay at the landmark fit's.
+
+Gauss-Newton (the landmark fit's Levenberg-Marquardt, :func:`backend.fit.rigfit._solve`) with an analytic Jacobian:
+the photo rows' derivative runs through the projection (the image gradient) and the normals (the shading).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from shared.conventions import crop_camera, euler_to_matrix
+from shared.morphable import MorphableModel
+
+from .correspondence import SurfacePoints
+from .rigfit import ALPHA_MAX, RigFit, _euler_derivatives, _Problem, _solve
+
+# Weights in the landmark fit's units (px² per landmark, px² per unit² of α), tuned on calibration renders (seed
+# 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
+PHOTO_WEIGHT = 1.0e5  # per unit of mean squared colour error of the samples (0..1 RGB)
+LANDMARK_WEIGHT = 0.02  # MediaPipe's points at 2 % of their weight in the landmark fit: they anchor place and turn
+# (1 %: identity 0.1 mm better on renders, but the real photos' landmark error 3.2 px; 4 %: 0.3 mm worse)
+LAMBDA_ID_PHOTO = 1.0  # identity prior (10: 0.4 mm worse)
+HUBER_COLOUR = 0.05  # colour error beyond which a sample counts linearly (0..1 RGB)
+BLUR_PX = 1.5  # Gaussian blur of the crop (σ, px at 512²): wider basin, less skin texture
+SKIN_CHROMA = 0.03  # a sample whose (r, g) / (r + g + b) is further from the median is not skin
+SKIN_BRIGHTNESS = 2.0  # nor one more than 2x brighter or darker than the median (a highlight, a shadow, hair)
+MIN_SKIN = 0.3  # below this fraction of skin-coloured samples the face is covered: no refinement
+MAX_SAMPLES = 1000  # skin vertices per step (a fixed random subset of the visible ones; 1500: same error, +30 % time)
+ROUNDS, STEPS = 4, 4  # Huber weights refreshed per round; LM steps per round
+RESAMPLE_ROUNDS = (0, 2)  # rounds that choose the samples again (visibility, skin, the normals' derivative)
+FACING_COS = 0.25  # a vertex turned further from the camera is a silhouette sample: left out
+DEPTH_TOL_M = 0.003  # a vertex more than this behind the depth buffer is hidden (the nose hides a cheek)
+# Skin margins around the rig's 68 landmark polylines (metres on the neutral face): painted or hairy features.
+MARGIN_BROW_M, MARGIN_EYE_M, MARGIN_LIPS_M = 0.010, 0.008, 0.006
+
+
+@dataclass
+class _Skin:
+    """The rig's skin for shading. verts int64 [Vl] local vertices (the face region's skin triangles); tri int64
+    [Fl, 3] those triangles in local indices; skin int64 [K] local indices of the vertices that may be sampled."""
+
+    verts: np.ndarray
+    tri: np.ndarray
+    skin: np.ndarray
+
+
+_SKIN: "weakref.WeakKeyDictionary[MorphableModel, _Skin]" = weakref.WeakKeyDictionary()
+
+
+def _polyline_distance(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    seg = np.linspace(0.0, 1.0, 6)[:, None, None]
+    line = (polyline[:-1][None] * (1 - seg) + polyline[1:][None] * seg).reshape(-1, 3)
+    return np.linalg.norm(points[:, None] - line[None], axis=-1).min(axis=1)
+
+
+def _skin(rig: MorphableModel) -> _Skin:
+    """The rig's skin for shading, built once per rig object."""
+    if rig not in _SKIN:
+        names = [str(n) for n in rig.arrays["material_names"]]
+        fm = np.asarray(rig.arrays["face_material"])
+        tri = rig.faces[fm == names.index("M_Face")].astype(np.int64)
+        tri = tri[rig.region_mask("face")[tri].all(axis=1)]
+        verts = np.unique(tri)
+        P = rig.neutral[verts].astype(np.float64)
+        lm = rig.neutral[np.asarray(rig.arrays["landmarks68"])].astype(np.float64)
+        ring = lambda idx: lm[list(idx) + [idx[0]]]  # noqa: E731  (a closed contour)
+        hidden = ((_polyline_distance(P, lm[17:22]) < MARGIN_BROW_M) | (_polyline_distance(P, lm[22:27]) < MARGIN_BROW_M)
+                  | (_polyline_distance(P, ring(range(36, 42))) < MARGIN_EYE_M)
+                  | (_polyline_distance(P, ring(range(42, 48))) < MARGIN_EYE_M)
+                  | (_polyline_distance(P, ring(range(48, 60))) < MARGIN_LIPS_M))
+        local = -np.ones(rig.n_vertices, dtype=np.int64)
+        local[verts] = np.arange(len(verts))
+        _SKIN[rig] = _Skin(verts, local[tri], np.flatnonzero(~hidden))
+    return _SKIN[rig]
+
+
+def _blurred(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 [H, W, 3] the crop blurred by BLUR_PX and its gradient [H, W, 3, 2] (d/dx, d/dy per pixel)."""
+    from scipy.ndimage import gaussian_filter
+
+    img = np.asarray(image, dtype=np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+    img = gaussian_filter(img, sigma=(BLUR_PX, BLUR_PX, 0), mode="nearest")
+    gy, gx = np.gradient(img, axis=(0, 1))
+    return img, np.stack([gx, gy], axis=-1)
+
+
+def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """img [H, W, ...] read at uv [N, 2] (px, corner origin: pixel centres at +0.5) -> [N, ...]."""
+    H, W = img.shape[:2]
+    x = np.clip(uv[:, 0] - 0.5, 0, W - 1.001)
+    y = np.clip(uv[:, 1] - 0.5, 0, H - 1.001)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    shape = (-1,) + (1,) * (img.ndim - 2)
+    fx, fy = fx.reshape(shape), fy.reshape(shape)
+    return (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x0 + 1] * fx * (1 - fy)
+            + img[y0 + 1, x0] * (1 - fx) * fy + img[y0 + 1, x0 + 1] * fx * fy)
+
+
+def _sh9(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2nd-order spherical harmonics (unnormalised) of unit normals [N, 3]: Y [N, 9] and dY/dn [N, 9, 3]."""
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    Y = np.stack([one, x, y, z, x * y, x * z, y * z, x * x - y * y, 3 * z * z - 1], axis=1)
+    dY = np.stack([np.stack(r, axis=1) for r in (
+        (zero, zero, zero), (one, zero, zero), (zero, one, zero), (zero, zero, one), (y, x, zero), (z, zero, x),
+        (zero, z, y), (2 * x, -2 * y, zero), (zero, zero, 6 * z))], axis=1)
+    return Y, dY
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product over axis 1 of [N, 3, ...] arrays."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+
+
+def _unit_and_differential(v: np.ndarray, dv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """v / |v| and its differential for v [N, 3], dv [N, 3, P]."""
+    length = np.maximum(np.linalg.norm(v, axis=1), 1e-20)
+    u = v / length[:, None]
+    du = (dv - u[:, :, None] * np.einsum("nc,ncp->np", u, dv)[:, None]) / length[:, None, None]
+    return u, du
+
+
+class _PhotoProblem(_Problem):
+    """The landmark fit's problem (scaled by LANDMARK_WEIGHT) plus the shading rows of the sampled skin vertices."""
+
+    def __init__(self, rig: MorphableModel, target: np.ndarray, points: SurfacePoints, weights: np.ndarray,
+                 image: np.ndarray, beta: np.ndarray):
+        super().__init__(rig, target, True, False, True, lambda_id=LAMBDA_ID_PHOTO / LANDMARK_WEIGHT,
+                         points=points, weights=weights)
+        self.skin = _skin(rig)
+        sk = self.skin
+        self.S_mean = (rig.neutral[sk.verts].astype(np.float64)
+                       + np.einsum("e,evc->vc", beta, rig.expression_basis[:, sk.verts].astype(np.float64)))
+        self.B_id = rig.identity_basis[:, sk.verts].astype(np.float64).transpose(1, 2, 0)  # [Vl, 3, I]
+        self.img, self.grad = _blurred(image)
+        self.samples = self.around = self.at_samples = sk.skin[:0]  # set by choose_samples
+        self.tri_around, self.A = sk.tri[:0], None
+        self.sample_w = np.ones(0)
+        self.is_skin = np.ones(0, dtype=bool)
+        self.dn_alpha = self.B_around = self.B_samples = np.zeros((0, 3, self.I))
+        self.sqrt_photo = 0.0
+        # vertex <- face incidence, for summing face normals onto vertices
+        from scipy.sparse import csr_matrix
+
+        F = len(sk.tri)
+        self.incidence = csr_matrix((np.ones(3 * F), (sk.tri.reshape(-1), np.repeat(np.arange(F), 3))),
+                                    shape=(len(sk.verts), F))
+
+    # --- the posed skin and its derivatives ------------------------------------------------------------------
+    def _posed(self, x: np.ndarray, vidx: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local vertices ``vidx`` (default all): unposed S [n, 3], posed V = R S + t [n, 3], and R [3, 3]."""
+        n_sh = self.I + self.E
+        alpha, pose, t = x[:self.I], x[n_sh:n_sh + 3], x[-3:]
+        if vidx is None:
+            S = self.S_mean + self.B_id @ alpha
+        else:
+            B = self.B_around if vidx is self.around else self.B_id[vidx]  # the gather is cached per round
+            S = self.S_mean[vidx] + B @ alpha
+        R = euler_to_matrix(*pose)
+        return S, S @ R.T + t, R
+
+    def _normals(self, V: np.ndarray, dV: Optional[np.ndarray], rows: np.ndarray, tri: np.ndarray, A):
+        """Unit vertex normals at ``rows`` (the sum of the adjacent faces' unit normals, as
+        shared.morphable.vertex_normals) over triangles ``tri`` [F, 3] into V (the faces around ``rows``), A the
+        sparse [rows, F] incidence; with dV [len(V), 3, P] also their differential [len(rows), 3, P]."""
+        a, b, c = V[tri[:, 0]], V[tri[:, 1]], V[tri[:, 2]]
+        m = np.cross(b - a, c - a)
+        if dV is None:
+            u = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-20)
+            n = A @ u
+            return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12), None
+        da, db, dc = dV[tri[:, 0]], dV[tri[:, 1]], dV[tri[:, 2]]
+        P = dV.shape[2]
+        e1, e2 = (b - a)[:, :, None], (c - a)[:, :, None]
+        dm = _cross(db - da, np.broadcast_to(e2, db.shape)) + _cross(np.broadcast_to(e1, db.shape), dc - da)
+        u, du = _unit_and_differential(m, dm)
+        n_raw = A @ u
+        dn_raw = (A @ du.reshape(len(tri), -1)).reshape(len(n_raw), 3, P)
+        return _unit_and_differential(n_raw, dn_raw)
+
+    def _project_jacobian(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = V @ self.Rc.T + self.tc
+        z = p[:, 2]
+        fx, fy = self.K[0, 0], self.K[1, 1]
+        uv = np.stack([fx * p[:, 0] / z + self.K[0, 2], fy * p[:, 1] / z + self.K[1, 2]], axis=1)
+        d = np.zeros((len(V), 2, 3))
+        d[:, 0, 0], d[:, 0, 2] = fx / z, -fx * p[:, 0] / z ** 2
+        d[:, 1, 1], d[:, 1, 2] = fy / z, -fy * p[:, 1] / z ** 2
+        return uv, d @ self.Rc
+
+    def shading(self, x: np.ndarray, with_jacobian: bool = False):
+        """Per sample: residual colour [K, 3] (model - photo), the light L [9, 3] and, with_jacobian, d residual /
+        d(α, pose, t) [K, 3, I + 6] with L held fixed. The normals' derivative by α is the one taken when the
+        samples were chosen (``dn_alpha``): it changes little over a round's few steps and costs 10x a step."""
+        S, V, R = self._posed(x, self.around)
+        n0, _ = self._normals(S, None, self.at_samples, self.tri_around, self.A)  # unposed: rotate after
+        n = n0 @ R.T
+        uv, duv_dV = self._project_jacobian(V[self.at_samples])
+        colour = _bilinear(self.img, uv)
+        Y, dY = _sh9(n)
+        w = self.sample_w[:, None] ** 2
+        L = np.linalg.solve((Y * w).T @ Y + 1e-6 * np.eye(9), (Y * w).T @ colour)
+        res = Y @ L - colour
+        if not with_jacobian:
+            return res, L, None
+        pose = x[self.I + self.E:self.I + self.E + 3]
+        dR = _euler_derivatives(*pose)  # [3, 3, 3]
+        Ss = S[self.at_samples]
+        dn = np.concatenate([np.matmul(R, self.dn_alpha), np.einsum("rab,kb->kar", dR, n0),
+                             np.zeros((len(n0), 3, 3))], axis=2)  # [K, 3, I + 6]
+        dV = np.concatenate([np.matmul(R, self.B_samples), np.einsum("rab,kb->kar", dR, Ss),
+                             np.broadcast_to(np.eye(3), (len(Ss), 3, 3))], axis=2)
+        d_model = np.matmul(np.einsum("kjd,jc->kcd", dY, L), dn)  # d colour / d normal, then the normal's chain
+        grad = _bilinear(self.grad, uv)  # [K, 3, 2] image gradient
+        d_photo = np.matmul(np.matmul(grad, duv_dV), dV)
+        return res, L, d_model - d_photo
+
+    # --- the composite problem for rigfit._solve ----------------------------------------------------------------
+    def _free_columns(self) -> np.ndarray:
+        return np.concatenate([np.arange(self.I), self.I + self.E + np.arange(6)])  # α, pose, t in x
+
+    def residuals(self, xf: np.ndarray) -> np.ndarray:
+        x = self.full(xf)
+        res, _, _ = self.shading(x)
+        photo = (res * self.sample_w[:, None]).reshape(-1) * self.sqrt_photo
+        return np.concatenate([super().residuals(xf), photo])
+
+    def jacobian(self, xf: np.ndarray) -> np.ndarray:
+        x = self.full(xf)
+        _, _, J = self.shading(x, with_jacobian=True)
+        full = np.zeros((J.shape[0] * 3, len(x)))
+        full[:, self._free_columns()] = (J * self.sample_w[:, None, None]).reshape(-1, J.shape[2]) * self.sqrt_photo
+        return np.concatenate([super().jacobian(xf), full[:, self.free]])
+
+    def choose_samples(self, x: np.ndarray, rng: np.random.Generator) -> int:
+        """Visible, camera-facing skin vertices inside the crop (at most MAX_SAMPLES); returns how many were visible."""
+        import torch
+
+        from backend.render.raster import rasterize
+
+        _, rig_V, _ = self._posed(x)
+        cam = crop_camera()
+        sk = self.skin
+        # occlusion at a quarter of the pixels: a depth test needs no detail, and it is a third of the time
+        frag = rasterize(torch.from_numpy(rig_V), torch.from_numpy(sk.tri), [crop_camera(cam.width // 2)])
+        depth = frag.depth[0].numpy()
+        cand = sk.skin
+        n, _ = self._normals(rig_V, None, cand, sk.tri, self.incidence[cand])
+        uv, _ = self._project_jacobian(rig_V[cand])
+        view = cam.c2w[:3, 3] - rig_V[cand]
+        facing = (n * view).sum(axis=1) / np.linalg.norm(view, axis=1) > FACING_COS
+        inside = (uv > 2).all(axis=1) & (uv < np.array([cam.width, cam.height]) - 2).all(axis=1)
+        ij = np.clip(np.floor(uv / 2).astype(int), 0, [cam.width // 2 - 1, cam.height // 2 - 1])
+        zbuf = depth[ij[:, 1], ij[:, 0]]
+        z = (rig_V[cand] @ self.Rc.T + self.tc)[:, 2]
+        ok = facing & inside & (zbuf > 0) & (z - zbuf < DEPTH_TOL_M)
+        samples = cand[ok]
+        if len(samples) > MAX_SAMPLES:
+            samples = np.sort(rng.choice(samples, MAX_SAMPLES, replace=False))
+        # the triangles around the samples and their vertices: all a step needs
+        A = self.incidence[samples]
+        faces = np.unique(A.indices)
+        tri = sk.tri[faces]
+        self.around, local = np.unique(tri, return_inverse=True)
+        self.tri_around = local.reshape(-1, 3)
+        self.A = A[:, faces]
+        self.at_samples = np.searchsorted(self.around, samples)
+        self.samples = samples
+        self.sample_w = np.ones(len(samples))
+        self.B_around = self.B_id[self.around]
+        self.B_samples = self.B_around[self.at_samples]
+        S, _, _ = self._posed(x, self.around)  # the unposed normals' derivative by α, for this round
+        _, self.dn_alpha = self._normals(S, self.B_around, self.at_samples, self.tri_around, self.A)
+        self.sqrt_photo = float(np.sqrt(PHOTO_WEIGHT / LANDMARK_WEIGHT / max(len(samples), 1)))
+        return int(ok.sum())
+
+    def reweigh(self, x: np.ndarray) -> float:
+        """Huber weights for the skin-coloured samples (sqrt of ψ(e)/e; 0 for the others); returns their mean
+        colour error."""
+        self.sample_w = self.is_skin.astype(np.float64)
+        res, _, _ = self.shading(x)
+        e = np.linalg.norm(res, axis=1)
+        self.sample_w = self.is_skin * np.sqrt(np.minimum(1.0, HUBER_COLOUR / np.maximum(e, 1e-12)))
+        return float(e[self.is_skin].mean()) if self.is_skin.any() else float("nan")
+
+    def mark_skin(self, x: np.ndarray) -> float:
+        """Which samples show skin: chromaticity within SKIN_CHROMA of the samples' median and brightness within
+        SKIN_BRIGHTNESS of it (hair, a cap, glasses, a beard, the background are left out). Returns the fraction."""
+        _, V, _ = self._posed(x, self.around)
+        uv, _ = self._project_jacobian(V[self.at_samples])
+        colour = _bilinear(self.img, uv)
+        total = np.maximum(colour.sum(axis=1), 1e-6)
+        chroma = colour[:, :2] / total[:, None]
+        near = np.linalg.norm(chroma - np.median(chroma, axis=0), axis=1) < SKIN_CHROMA
+        ratio = total / max(float(np.median(total)), 1e-6)
+        self.is_skin = near & (ratio > 1.0 / SKIN_BRIGHTNESS) & (ratio < SKIN_BRIGHTNESS)
+        return float(self.is_skin.mean()) if len(self.is_skin) else 0.0
+
+
+def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh: np.ndarray,
+                      points: SurfacePoints, weights: np.ndarray, seed: int = 0) -> tuple[RigFit, float]:
+    """Refine ``fit`` (the landmark fit to MediaPipe's points ``mesh`` [N, 2] on ``points`` with ``weights``) on the
+    shading of the crop ``image`` (uint8 or float [512, 512, 3]). Returns the refined fit (identity, pose and
+    translation; expressions kept; residual_px and verdict left for the caller to recompute) and the mean colour
+    error of the skin samples (0..1 RGB) after it."""
+    state = fit.state
+    beta = rig.expression_weights(state.expressions).astype(np.float64)
+    p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, beta)
+    I, E = rig.n_identity, len(rig.expression_names)
+    x = np.concatenate([np.asarray(state.identity, dtype=np.float64)[:I], np.clip(beta, 0, 1),
+                        np.asarray(state.pose, dtype=np.float64), np.asarray(fit.translation, dtype=np.float64)])
+    lo = np.concatenate([np.full(I, -ALPHA_MAX), np.zeros(E), np.full(3, -np.pi), np.full(3, -np.inf)])
+    hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
+    rng = np.random.default_rng(seed)
+    landmark_w = p.w.copy()
+    colour_error = float("nan")
+    for r in range(ROUNDS):
+        if r in RESAMPLE_ROUNDS and (p.choose_samples(x, rng) < 50 or p.mark_skin(x) < MIN_SKIN):
+            break  # nothing (or too little skin) to shade
+        p.reweigh(x)
+        p.x0, p.w = x, landmark_w.copy()  # _solve multiplies the landmarks' Huber weights into p.w: start afresh
+        x = _solve(p, lo, hi, STEPS, robust=True)
+        colour_error = p.reweigh(x)
+    refined = replace(state, identity=tuple(float(v) for v in x[:I]),
+                      pose=tuple(float(v) for v in x[I + E:I + E + 3]))
+    return RigFit(refined, x[-3:].copy(), fit.residual_px, fit.verdict, list(fit.warnings)), colour_error
