@@ -179,8 +179,9 @@ def main() -> None:
             mean_det.append(compare_shapes(rig, None, identity))
             variants["landmarks only (before)"].append(shape_error_mm(
                 rig, fit_landmarks(rig, mesh).state.identity, identity))
-            variants["calibrated (opt-in)"].append(shape_error_mm(
-                rig, fit_landmarks(rig, mesh, calibrated=True).state.identity, identity))
+            if not args.quick:  # the opt-in response model, for comparison (the full run only: time)
+                variants["calibrated (opt-in)"].append(shape_error_mm(
+                    rig, fit_landmarks(rig, mesh, calibrated=True).state.identity, identity))
     P, D, M = (np.array(x, dtype=np.float64).reshape(-1, 3) for x in (proj, det, mean_det))  # rigid, similar, ratio
     se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")  # noqa: E731
     size_sd = lambda x: float(np.std(x[:, 2], ddof=1) * 100.0) if len(x) > 1 else float("nan")  # noqa: E731
@@ -193,15 +194,16 @@ def main() -> None:
           f"{D[:, 1].mean():.2f} mm, mean face {M[:, 1].mean():.2f} mm (detector vs mean face "
           f"{np.mean(D[:, 1] - M[:, 1]):+.2f} ± {se(D[:, 1] - M[:, 1]):.2f}); size error sd: projected points "
           f"{size_sd(P):.1f} %, detector {size_sd(D):.1f} %, mean face {size_sd(M):.1f} %")
-    for name, errs in variants.items():
+    for name, errs in ((k, v) for k, v in variants.items() if v):
         d = np.array(errs) - D[:, 0]
         print(f"  {name}: {np.mean(errs):.2f} mm, vs the default {np.mean(d):+.2f} ± {se(d):.2f} mm")
     cal_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1], calibrated=True).residual_px.mean())
-               for im in photos]
+               for im in photos] if not args.quick else [float("nan")]
     only_lmk = [float(fit_landmarks(rig, aligned_crop(im, detect_faces(im)[0])[1]).residual_px.mean()) for im in photos]
     print(f"  landmarks only (before) on the real photos: landmark error {np.mean(only_lmk):.2f} px")
-    print(f"  calibrated (opt-in) on the real photos: landmark error {np.mean(cal_lmk):.2f} px (default "
-          f"{np.mean(lmk):.2f})")
+    if not args.quick:
+        print(f"  calibrated (opt-in) on the real photos: landmark error {np.mean(cal_lmk):.2f} px (default "
+              f"{np.mean(lmk):.2f})")
     print(f"fit: detect_ms={np.median(detect_t):.0f} fit_ms={np.median(fit_t):.0f} landmark_px={np.mean(lmk):.2f} "
           f"crop_px={crop_px:.2f} shape_mm={P[:, 0].mean():.2f} shape_detector_mm={D[:, 0].mean():.2f} "
           f"shape_detector_se_mm={se(D[:, 0]):.2f} mean_face_mm={np.mean(mean_err):.2f} renders={len(D)} "

@@ -185,6 +185,7 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     result = client.wait(client.submit("fit", FitParams(), {"photo": P.Blob(astronaut_png)}), timeout_s=300)
     meta, files = result.body.meta, result.payloads
     assert meta["verdict"] in ("good", "rough") and meta["residual_mean_px"] < 4.0
+    assert meta["identity_from"] == "landmarks and shading" and 0 < meta["shading_error"] < 0.12
     state = from_dict(RigState, meta["rig"])  # the fitted state is a valid request state
     assert state.model == "ict" and np.abs(state.identity).max() > 0.1 and len(state.expressions) > 0
     # the aligned crop frames the face as a head near the origin seen by the crop camera at z = 1 m
@@ -216,6 +217,7 @@ def test_fit_job_on_a_real_server_and_bad_photos_fail_cleanly(make_server, make_
     kept = client.wait(client.submit("fit", params, {"photo": P.Blob(astronaut_png)}), timeout_s=300).body.meta
     assert_close(np.asarray(kept["rig"]["identity"])[:3], np.asarray(artist.identity), name="kept identity")
     assert not np.any(np.asarray(kept["rig"]["identity"])[3:])
+    assert kept["identity_from"] == "landmarks" and kept["shading_error"] is None
     assert kept["rig"]["expressions"] != artist.expressions  # fitted to the photo, not kept
 
 
