@@ -8,7 +8,7 @@ import pytest
 from backend.fit import FitError, fit_rig
 from backend.fit.correspondence import SurfacePoints, load_mesh_points
 from backend.fit.metrics import shape_error_mm
-from backend.fit.rigfit import _Problem
+from backend.fit.rigfit import LandmarkProblem
 from shared.conventions import crop_camera, project_points
 from shared.jobs import RigState
 from shared.morphable import MorphableModel
@@ -25,7 +25,7 @@ def lm68(ict_rig) -> SurfacePoints:
 
 
 def test_jacobian_matches_finite_differences(ict_rig):
-    p = _Problem(ict_rig, np.zeros((68, 2)), True, True, True)
+    p = LandmarkProblem(ict_rig, np.zeros((68, 2)), True, True, True)
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=p.I), rng.uniform(0, 0.3, p.E), [0.1, -0.3, 0.05, 0.01, -0.02, 0.03]])
     eye = np.eye(len(x)) * 1e-6

@@ -5,18 +5,18 @@ them the fit recovers 0.2 mm of shape beyond the mean face's. The shading of the
 nose and brow ridge turn toward or away from the light is the surface's normal field.
 
 Model, for the skin vertices k of the rig's face that the crop camera sees (brows, eyes and lips left out, up to
-``MAX_SAMPLES`` of them), in the crop camera of :mod:`backend.fit.rigfit` (x = [α, β, pitch, yaw, roll, t]):
+``MAX_SAMPLES`` of them, only the skin-coloured ones counted), in the crop camera of :mod:`backend.fit.rigfit`
+(x = [α, β, pitch, yaw, roll, t]):
     colour_k = Σ_j Y_j(n_k) L_j,c       Y: 2nd-order spherical harmonics (9) of the posed normal n_k, L [9, 3] per fit
-    E = Σ_landmarks w ρ(|u - l|) + λ |α|²  +  (PHOTO_WEIGHT / K) Σ_k ρ_c(|colour_k - I(u_k)|)
+    E = LANDMARK_WEIGHT Σ_landmarks w ρ(|u - l|) + LAMBDA_ID_PHOTO |α|² + PHOTO_WEIGHT mean_k ρ_c(|colour_k - I(u_k)|)
 I: the crop blurred by ``BLUR_PX``, read at the vertex's pixel u_k. L has albedo × light folded in: one colour over the
 skin, any soft light. It is solved in closed form at every step (its derivative is left out: variable projection), so
-the light never has to be guessed. ρ, ρ_c: Huber; a beard, a highlight or hair over the skin count linearly.
-The landmark term keeps the head where the detector put it (weight ``LANDMARK_WEIGHT`` relative to the landmark
-fit's): the shading does the rest. Expression weights stay at the landmark fit's.
+the light never has to be guessed. ρ, ρ_c: Huber; a highlight or a shadow counts linearly. The landmarks keep the
+head where the detector put it and turned as it is: the shading does the shape. Expressions stay at the landmark
+fit's.
 
-Gauss-Newton (the landmark fit's Levenberg-Marquardt, :func:`backend.fit.rigfit._solve`) with an analytic Jacobian:
-the photo rows' derivative runs through the projection (the image gradient) and the normals (the shading).
-"""
+Levenberg-Marquardt (the landmark fit's, :func:`backend.fit.rigfit.solve_lm`) with an analytic Jacobian: the photo
+rows' derivative runs through the projection (the image gradient) and the normals (the shading)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from shared.conventions import crop_camera, euler_to_matrix
 from shared.morphable import MorphableModel
 
 from .correspondence import SurfacePoints
-from .rigfit import ALPHA_MAX, RigFit, _euler_derivatives, _Problem, _solve
+from .rigfit import ALPHA_MAX, LandmarkProblem, RigFit, euler_derivatives, solve_lm
 
 # Weights in the landmark fit's units (px² per landmark, px² per unit² of α), tuned on calibration renders (seed
 # 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
@@ -140,7 +140,7 @@ def _unit_and_differential(v: np.ndarray, dv: np.ndarray) -> tuple[np.ndarray, n
     return u, du
 
 
-class _PhotoProblem(_Problem):
+class _PhotoProblem(LandmarkProblem):
     """The landmark fit's problem (scaled by LANDMARK_WEIGHT) plus the shading rows of the sampled skin vertices."""
 
     def __init__(self, rig: MorphableModel, target: np.ndarray, points: SurfacePoints, weights: np.ndarray,
@@ -224,7 +224,7 @@ class _PhotoProblem(_Problem):
         if not with_jacobian:
             return res, L, None
         pose = x[self.I + self.E:self.I + self.E + 3]
-        dR = _euler_derivatives(*pose)  # [3, 3, 3]
+        dR = euler_derivatives(*pose)  # [3, 3, 3]
         Ss = S[self.at_samples]
         dn = np.concatenate([np.matmul(R, self.dn_alpha), np.einsum("rab,kb->kar", dR, n0),
                              np.zeros((len(n0), 3, 3))], axis=2)  # [K, 3, I + 6]
@@ -235,7 +235,7 @@ class _PhotoProblem(_Problem):
         d_photo = np.matmul(np.matmul(grad, duv_dV), dV)
         return res, L, d_model - d_photo
 
-    # --- the composite problem for rigfit._solve ----------------------------------------------------------------
+    # --- the composite problem for rigfit.solve_lm ----------------------------------------------------------------
     def _free_columns(self) -> np.ndarray:
         return np.concatenate([np.arange(self.I), self.I + self.E + np.arange(6)])  # α, pose, t in x
 
@@ -338,8 +338,8 @@ def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh:
         if r in RESAMPLE_ROUNDS and (p.choose_samples(x, rng) < 50 or p.mark_skin(x) < MIN_SKIN):
             break  # nothing (or too little skin) to shade
         p.reweigh(x)
-        p.x0, p.w = x, landmark_w.copy()  # _solve multiplies the landmarks' Huber weights into p.w: start afresh
-        x = _solve(p, lo, hi, STEPS, robust=True)
+        p.x0, p.w = x, landmark_w.copy()  # solve_lm multiplies the landmarks' Huber weights into p.w: start afresh
+        x = solve_lm(p, lo, hi, STEPS, robust=True)
         colour_error = p.reweigh(x)
     refined = replace(state, identity=tuple(float(v) for v in x[:I]),
                       pose=tuple(float(v) for v in x[I + E:I + E + 3]))

@@ -66,7 +66,7 @@ class RigFit:
     shading_error: float | None = None
 
 
-def _euler_derivatives(pitch: float, yaw: float, roll: float) -> np.ndarray:
+def euler_derivatives(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """float64 [3, 3, 3]: dR/d(pitch, yaw, roll) of R = Rz(roll) Ry(yaw) Rx(pitch) (shared.conventions)."""
     cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -78,7 +78,7 @@ def _euler_derivatives(pitch: float, yaw: float, roll: float) -> np.ndarray:
     return np.stack([rz @ ry @ drx, rz @ dry @ rx, drz @ ry @ rx])
 
 
-class _Problem:
+class LandmarkProblem:
     """Residuals and their Jacobian for the parameter vector x = [α (I), β (E), pitch, yaw, roll, t (3)].
 
     The data rows are ``w_k (u_k - l_k)`` (2N), the prior rows ``sqrt(λ) α`` and ``sqrt(λ) β``; ``free`` picks the
@@ -151,7 +151,7 @@ class _Problem:
         M = dP @ R  # [68, 2, 3] d(u, v)/d(unposed point)
         J = np.empty((self.n, 2, n + 6))
         J[:, :, :n] = np.matmul(M, self.Bt)  # [N, 2, I + E]
-        dR = _euler_derivatives(*x[n:n + 3])
+        dR = euler_derivatives(*x[n:n + 3])
         J[:, :, n:n + 3] = np.einsum("kab,rbc,kc->kar", dP, dR, S)
         J[:, :, n + 3:] = dP
         J = (J * self.w[:, None, None]).reshape(2 * self.n, -1)
@@ -172,13 +172,13 @@ def _initial(rig: MorphableModel, init: RigState | None) -> np.ndarray:
     return x
 
 
-def _huber_weights(p: _Problem, x: np.ndarray) -> np.ndarray:
+def _huber_weights(p: LandmarkProblem, x: np.ndarray) -> np.ndarray:
     """IRLS weights: sqrt of Huber's ψ(e)/e for each point's pixel error e (1 inside ``LOSS_SCALE_PX``)."""
     err = np.linalg.norm(p.project(x) - p.target, axis=1)
     return np.sqrt(np.minimum(1.0, LOSS_SCALE_PX / np.maximum(err, 1e-9)))
 
 
-def _solve(p: _Problem, lo: np.ndarray, hi: np.ndarray, iters: int, robust: bool) -> np.ndarray:
+def solve_lm(p: LandmarkProblem, lo: np.ndarray, hi: np.ndarray, iters: int, robust: bool) -> np.ndarray:
     """Levenberg-Marquardt from p.x0 over p.free with box bounds (a projected step; parameters at a bound whose
     gradient points outward sit out the step); with ``robust``, Huber IRLS weights are refreshed every iteration.
     Returns the full parameter vector.
@@ -249,14 +249,14 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
 
     # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
-    rigid = _Problem(rig, target, False, False, fit_pose, points=points, weights=weights, response=response)
+    rigid = LandmarkProblem(rig, target, False, False, fit_pose, points=points, weights=weights, response=response)
     rigid.x0 = x
-    x = _solve(rigid, lo, hi, 30, robust=False)
+    x = solve_lm(rigid, lo, hi, 30, robust=False)
     # 2. everything asked for, Huber-reweighted (a misplaced landmark cannot drag the face)
-    p = _Problem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights,
+    p = LandmarkProblem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights,
                  response=response, lambda_id=lambda_id)
     p.x0 = x
-    x = _solve(p, lo, hi, 60, robust=True)
+    x = solve_lm(p, lo, hi, 60, robust=True)
     residual = np.linalg.norm(p.project(x) - target, axis=1)
     med = float(np.median(residual))
     verdict = "good" if med < GOOD_PX else "rough" if med < ROUGH_PX else "failed"
