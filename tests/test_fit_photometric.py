@@ -101,14 +101,18 @@ def test_a_colour_portrait_is_refined_and_still_follows_its_landmarks(ict_rig, a
 
 
 @pytest.mark.slow
-def test_a_photo_without_skin_colour_keeps_the_landmark_fit_and_says_so(ict_rig, cameraman_path):
-    """A gray photo gives no colour to pick the skin by (hair and background pass as skin): the shading explains
-    it poorly, so the landmark fit stands and a warning says why and what would help."""
-    image = load_photo(cameraman_path)
+@pytest.mark.parametrize("photo", ["cameraman", "gray astronaut"])
+def test_a_photo_without_colour_keeps_the_landmark_fit_and_says_so(ict_rig, astronaut_path, cameraman_path, photo):
+    """Without colour, hair and background pass as skin, so the shading is not used: the landmark fit stands and a
+    warning says why and what would help (the gray near-profile cameraman, and the frontal astronaut in gray)."""
+    if photo == "cameraman":
+        image = load_photo(cameraman_path)
+    else:
+        image = np.repeat(load_photo(astronaut_path) @ np.array([[0.299], [0.587], [0.114]]), 3, axis=-1)
     pf = fit_portrait(image, ict_rig)
     assert pf.fit.shading_error is None
     note = [w for w in pf.warnings if "shading" in w]
-    assert len(note) == 1 and "colour photo" in note[0]
+    assert len(note) == 1 and "no colour" in note[0] and "colour photo" in note[0], pf.warnings
     landmarks_only = fit_landmarks(ict_rig, pf.mesh)
     np.testing.assert_allclose(pf.fit.state.identity, landmarks_only.state.identity, rtol=0, atol=1e-9)
 

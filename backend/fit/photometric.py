@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -36,13 +36,15 @@ from .rigfit import ALPHA_MAX, LandmarkProblem, RigFit, euler_derivatives, solve
 # 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
 PHOTO_WEIGHT = 1.0e5  # per unit of mean squared colour error of the samples (0..1 RGB)
 LANDMARK_WEIGHT = 0.02  # MediaPipe's points at 2 % of their weight in the landmark fit: they anchor place and turn
-# (1 %: identity 0.1 mm better on renders, but the real photos' landmark error 3.2 px; 4 %: 0.3 mm worse)
-LAMBDA_ID_PHOTO = 1.0  # identity prior (10: 0.4 mm worse)
+# (1 %: identity 0.2 mm better on renders, but the real photos' landmark error 3.2 px; 4 %: 0.3 mm worse)
+LAMBDA_ID_PHOTO = 1.0  # identity prior (10: 0.5 mm worse)
 HUBER_COLOUR = 0.05  # colour error beyond which a sample counts linearly (0..1 RGB)
 BLUR_PX = 1.5  # Gaussian blur of the crop (σ, px at 512²): wider basin, less skin texture
 SKIN_CHROMA = 0.03  # a sample whose (r, g) / (r + g + b) is further from the median is not skin
 SKIN_BRIGHTNESS = 2.0  # nor one more than 2x brighter or darker than the median (a highlight, a shadow, hair)
 MIN_SKIN = 0.3  # below this fraction of skin-coloured samples the face is covered: no refinement
+MIN_SAMPLES = 50  # nor with fewer skin points seen (the fit put the face elsewhere, or it is tiny)
+COLOURLESS_CHROMA = 0.01  # skin whose median chromaticity is this close to gray's (1/3, 1/3): a photo without colour
 MAX_SAMPLES = 1000  # skin vertices per step (a fixed random subset of the visible ones; 1500: same error, +30 % time)
 ROUNDS, STEPS = 4, 4  # Huber weights refreshed per round; LM steps per round
 RESAMPLE_ROUNDS = (0, 2)  # rounds that choose the samples again (visibility, skin, the normals' derivative)
@@ -157,6 +159,7 @@ class _PhotoProblem(LandmarkProblem):
         self.tri_around, self.A = sk.tri[:0], None
         self.sample_w = np.ones(0)
         self.is_skin = np.ones(0, dtype=bool)
+        self.colourless = False
         self.dn_alpha = self.B_around = self.B_samples = np.zeros((0, 3, self.I))
         self.sqrt_photo = 0.0
         # vertex <- face incidence, for summing face normals onto vertices
@@ -311,18 +314,34 @@ class _PhotoProblem(LandmarkProblem):
         colour = _bilinear(self.img, uv)
         total = np.maximum(colour.sum(axis=1), 1e-6)
         chroma = colour[:, :2] / total[:, None]
-        near = np.linalg.norm(chroma - np.median(chroma, axis=0), axis=1) < SKIN_CHROMA
+        centre = np.median(chroma, axis=0)
+        self.colourless = bool(np.abs(centre - 1.0 / 3.0).max() < COLOURLESS_CHROMA)  # the "skin" is gray
+        near = np.linalg.norm(chroma - centre, axis=1) < SKIN_CHROMA
         ratio = total / max(float(np.median(total)), 1e-6)
         self.is_skin = near & (ratio > 1.0 / SKIN_BRIGHTNESS) & (ratio < SKIN_BRIGHTNESS)
         return float(self.is_skin.mean()) if len(self.is_skin) else 0.0
 
 
+class Shading(NamedTuple):
+    """What :func:`refine_on_shading` made of a landmark fit.
+
+    fit:          the refined fit (identity, pose and translation; expressions kept; residual_px and verdict are
+                  the input's, for the caller to recompute), or the input fit when ``skipped``;
+    colour_error: the skin samples' mean colour error (0..1 RGB) after it; nan when skipped;
+    skipped:      why nothing was refined (a sentence for a warning), else None.
+    """
+
+    fit: RigFit
+    colour_error: float
+    skipped: Optional[str]
+
+
 def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh: np.ndarray,
-                      points: SurfacePoints, weights: np.ndarray, seed: int = 0) -> tuple[RigFit, float]:
+                      points: SurfacePoints, weights: np.ndarray, seed: int = 0) -> Shading:
     """Refine ``fit`` (the landmark fit to MediaPipe's points ``mesh`` [N, 2] on ``points`` with ``weights``) on the
-    shading of the crop ``image`` (uint8 or float [512, 512, 3]). Returns the refined fit (identity, pose and
-    translation; expressions kept; residual_px and verdict left for the caller to recompute) and the mean colour
-    error of the skin samples (0..1 RGB) after it."""
+    shading of the crop ``image`` (uint8 or float [512, 512, 3]). For rigs laid out as ICT is (an ``M_Face``
+    material and a ``face`` region). Skipped when too little skin is seen or the photo has no colour to tell skin
+    from hair by."""
     state = fit.state
     beta = rig.expression_weights(state.expressions).astype(np.float64)
     p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, beta)
@@ -335,12 +354,20 @@ def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh:
     landmark_w = p.w.copy()
     colour_error = float("nan")
     for r in range(ROUNDS):
-        if r in RESAMPLE_ROUNDS and (p.choose_samples(x, rng) < 50 or p.mark_skin(x) < MIN_SKIN):
-            break  # nothing (or too little skin) to shade
+        if r in RESAMPLE_ROUNDS:
+            seen = p.choose_samples(x, rng)
+            skin = p.mark_skin(x) if seen >= MIN_SAMPLES else 0.0
+            if p.colourless or skin < MIN_SKIN:
+                if r == 0:
+                    why = ("the photo has no colour to tell skin from hair by" if p.colourless else
+                           f"too little skin seen ({seen} points, {100 * skin:.0f} % skin-coloured)")
+                    return Shading(fit, float("nan"), why)
+                break  # keep what the rounds so far found
         p.reweigh(x)
         p.x0, p.w = x, landmark_w.copy()  # solve_lm multiplies the landmarks' Huber weights into p.w: start afresh
         x = solve_lm(p, lo, hi, STEPS, robust=True)
         colour_error = p.reweigh(x)
     refined = replace(state, identity=tuple(float(v) for v in x[:I]),
                       pose=tuple(float(v) for v in x[I + E:I + E + 3]))
-    return RigFit(refined, x[-3:].copy(), fit.residual_px, fit.verdict, list(fit.warnings)), colour_error
+    return Shading(RigFit(refined, x[-3:].copy(), fit.residual_px, fit.verdict, list(fit.warnings)), colour_error,
+                   None)

@@ -117,17 +117,21 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
                                            lambda_id=LAMBDA_ID_MESH, **flags), table, ibug)
     if image is None or not flags.get("fit_identity", True) or calibrated:
         return fit
-    refined, colour_error = refine_on_shading(rig, image, fit, mesh, table, weights)
-    refined = _with_ibug_residual(rig, refined, table, ibug)
-    before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
-    if not np.isfinite(colour_error):
-        return fit  # too little skin seen (a covered or turned face): the landmarks alone
-    if colour_error > MAX_SHADING_ERROR or after > before + SHADING_LANDMARK_SLACK_PX:
-        fit.warnings.append(f"the face's shading was not used for its shape (skin colour error {colour_error:.2f}, "
-                            f"landmark error {after:.1f} px against {before:.1f} px): identity from the landmarks "
-                            "only; a colour photo in soft, even light gives a closer likeness")
+    shading = refine_on_shading(rig, image, fit, mesh, table, weights)
+    if shading.skipped is not None:
+        fit.warnings.append(f"the face's shading was not used for its shape ({shading.skipped}): identity from the "
+                            "landmarks only; a colour photo of an uncovered face in soft, even light gives a closer "
+                            "likeness")
         return fit
-    refined.shading_error = colour_error
+    refined = _with_ibug_residual(rig, shading.fit, table, ibug)
+    before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
+    if not shading.colour_error <= MAX_SHADING_ERROR or after > before + SHADING_LANDMARK_SLACK_PX:  # nan too
+        fit.warnings.append(f"the face's shading was not used for its shape (skin colour error "
+                            f"{shading.colour_error:.2f}, landmark error {after:.1f} px against {before:.1f} px): "
+                            "identity from the landmarks only; a colour photo in soft, even light gives a closer "
+                            "likeness")
+        return fit
+    refined.shading_error = shading.colour_error
     return refined
 
 
