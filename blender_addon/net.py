@@ -263,7 +263,7 @@ def _on_fit_result(scene, job, msg, paths: list[Path]) -> None:
     if crop is not None:
         images.write_png(images.ALIGNED_IMAGE, crop.read_bytes())
     summary = (f"fit {meta.get('verdict', '?')}: landmark error {meta.get('residual_mean_px', float('nan')):.1f} px"
-               f" at 512\u00b2")
+               f" at 512\u00b2; face shape from the {meta.get('identity_from', 'landmarks')}")
     job.message = scene.joker_head.fit_summary = summary
     for warning in meta.get("warnings", []):
         if warning not in job.warnings.split("\n"):

@@ -42,6 +42,7 @@ MATCH_SCRIPT = """
     before = snapshot()
     portrait_job, portrait = fit(bpy.ops.joker_head.match_portrait)
     matched = snapshot()
+    portrait_summary = bpy.context.scene.joker_head.fit_summary
     crop = bpy.data.images.get("Joker Aligned Crop")
     crop_size = list(crop.size) if crop else None
     crop_px = mod("images").read_image(crop)[..., :3] if crop else None
@@ -58,7 +59,7 @@ MATCH_SCRIPT = """
     expressed = snapshot()
     report(before=before, matched=matched, undone=undone, redone=redone, expressed=expressed,
            portrait=portrait, driving=driving, portrait_job=portrait_job, expression_job=expression_job,
-           crop_size=crop_size, green=green, summary=state.fit_summary)
+           crop_size=crop_size, green=green, summary=state.fit_summary, portrait_summary=portrait_summary)
 """
 
 
@@ -88,6 +89,9 @@ def test_match_portrait_and_match_expression_set_the_rig(blender_user, ict_npz, 
     assert got["matched"]["expressions"] == got["before"]["expressions"] == {"jawOpen": pytest.approx(0.6)}
     assert got["crop_size"] == [512, 512] and got["green"] > 68  # the aligned crop with its landmarks
     assert got["summary"].startswith("fit good") or got["summary"].startswith("fit rough")
+    # a colour portrait: Match Portrait's shape came from the shading too; Match Expression fits no shape
+    assert got["portrait_summary"].endswith("face shape from the landmarks and shading"), got["portrait_summary"]
+    assert got["summary"].endswith("face shape from the landmarks"), got["summary"]
     assert got["undone"] == got["before"]  # one undo step takes the whole match back
     assert got["redone"]["identity"] == got["matched"]["identity"]
 
