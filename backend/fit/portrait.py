@@ -21,8 +21,8 @@ from .rigfit import GOOD_PX, JAW_WEIGHT, LAMBDA_ID_MESH, ROUGH_PX, RigFit, fit_r
 
 # The shading refinement stands unless it moves the median landmark residual by more than this (px at 512²;
 # MediaPipe's points lean toward an average face, so a truer face sits 1-2 px off them on renders of known faces,
-# docs/FIT.md) or explains the skin worse than this mean colour error (0..1 RGB; renders 0.03, colour portraits
-# 0.09-0.10, the gray near-profile cameraman 0.14: no skin colour to pick the skin by).
+# docs/FIT.md) or explains the skin worse than this mean colour error (0..1 RGB; renders 0.02-0.04, colour portraits
+# 0.08-0.10; the gray near-profile cameraman, before gray photos were skipped outright, 0.14).
 SHADING_LANDMARK_SLACK_PX = 2.0
 MAX_SHADING_ERROR = 0.12
 MIN_EYE_DISTANCE_PX = 12.0  # below this MTCNN's landmarks are too coarse for the crop or the fit (a ~40 px face)

@@ -254,7 +254,7 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     x = solve_lm(rigid, lo, hi, 30, robust=False)
     # 2. everything asked for, Huber-reweighted (a misplaced landmark cannot drag the face)
     p = LandmarkProblem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights,
-                 response=response, lambda_id=lambda_id)
+                        response=response, lambda_id=lambda_id)
     p.x0 = x
     x = solve_lm(p, lo, hi, 60, robust=True)
     residual = np.linalg.norm(p.project(x) - target, axis=1)
