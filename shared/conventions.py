@@ -184,6 +184,20 @@ def project_points(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.n
     return uv, z
 
 
+def project_points_jacobian(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`project_points` of head-frame points [N, 3] (pixels float64 [N, 2], depth float64 [N]) and the
+    pixels' derivative by the points, float64 [N, 2, 3] (the fits' Gauss-Newton steps chain it with their own)."""
+    uv, z = project_points(camera, points)
+    w2c = camera.w2c
+    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    fx, fy = camera.K[0, 0], camera.K[1, 1]
+    d = np.zeros((len(p), 2, 3))  # d(u, v) / d(camera-space point)
+    d[:, 0, 0], d[:, 0, 2] = fx / safe, -fx * p[:, 0] / safe ** 2
+    d[:, 1, 1], d[:, 1, 2] = fy / safe, -fy * p[:, 1] / safe ** 2
+    return uv, z, d @ w2c[:3, :3]
+
+
 def fov_y_deg(camera: Camera) -> float:
     """Vertical field of view in degrees (principal point at the centre)."""
     return float(np.degrees(2.0 * np.arctan(camera.height / (2.0 * camera.K[1, 1]))))

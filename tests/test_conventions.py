@@ -108,3 +108,18 @@ def test_head_blender_axes():
     assert np.allclose(C.head_to_blender(p), [[1.0, -3.0, 2.0]])
     assert np.allclose(C.blender_to_head(C.head_to_blender(p)), p)
     assert np.allclose((C.HEAD_TO_BLENDER[:3, :3] @ p.T).T, C.head_to_blender(p))
+
+
+def test_the_projection_jacobian_matches_finite_differences():
+    """project_points_jacobian's derivative (the landmark fit, the shading fit and the response model chain it)
+    against central differences, in float64, for points around the head seen by a turned grid camera."""
+    cam = C.orbit_camera(20.0, -10.0, 512)
+    pts = np.random.default_rng(0).normal(0.0, 0.08, (7, 3))
+    uv, z, J = C.project_points_jacobian(cam, pts)
+    np.testing.assert_array_equal(uv, C.project_points(cam, pts)[0])
+    h = 1e-6
+    for k in range(3):
+        e = np.zeros(3)
+        e[k] = h
+        fd = (C.project_points(cam, pts + e)[0] - C.project_points(cam, pts - e)[0]) / (2 * h)
+        np.testing.assert_allclose(J[:, :, k], fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())

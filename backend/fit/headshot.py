@@ -46,6 +46,14 @@ def _in_polygon(p: np.ndarray, poly: np.ndarray) -> np.ndarray:
     return ((crosses & (p[:, None, 0] < x)).sum(axis=1) % 2) == 1
 
 
+def polyline_distance(points: np.ndarray, polyline: np.ndarray, samples: int = 6) -> np.ndarray:
+    """Distance float [P] from each point [P, 3] to a polyline [Q, 3], sampled ``samples`` times per segment
+    (both ends included): the brows painted here, the skin the shading fit leaves out (backend.fit.photometric)."""
+    seg = np.linspace(0.0, 1.0, samples)[:, None, None]
+    line = (polyline[:-1][None] * (1 - seg) + polyline[1:][None] * seg).reshape(-1, 3)
+    return np.linalg.norm(points[:, None] - line[None], axis=-1).min(axis=1)
+
+
 def _vertex_colours(rig: MorphableModel, shape: np.ndarray) -> np.ndarray:
     """float32 [V, 3] albedo: per material, with brows and lips painted near their 68-landmark polylines."""
     names = [str(n) for n in rig.arrays["material_names"]]
@@ -64,14 +72,10 @@ def _vertex_colours(rig: MorphableModel, shape: np.ndarray) -> np.ndarray:
         skin = np.isin(np.arange(rig.n_vertices), np.unique(rig.faces[np.isin(fm, [names.index("M_Face")])]))
         for pts, colour, radius in ((lm[17:22], _BROW, 0.006), (lm[22:27], _BROW, 0.006),
                                     (lm[48:60], _LIPS, 0.0)):
-            seg = np.linspace(0, 1, 8)[:, None, None]
-            closed = np.concatenate([pts, pts[:1]]) if radius == 0.0 else pts
-            line = (closed[:-1][None] * (1 - seg) + closed[1:][None] * seg).reshape(-1, 3)
             if radius == 0.0:  # lips: inside the outer lip polygon, seen from the front
                 inside = _in_polygon(shape[:, :2], pts[:, :2]) & (shape[:, 2] > pts[:, 2].min() - 0.01)
             else:
-                d = np.linalg.norm(shape[:, None] - line[None], axis=-1).min(axis=1)
-                inside = d < radius
+                inside = polyline_distance(shape, pts, samples=8) < radius
             colours[inside & skin] = colour
     return colours
 

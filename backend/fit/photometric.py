@@ -26,11 +26,12 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from shared.conventions import crop_camera, euler_to_matrix
+from shared.conventions import crop_camera, euler_to_matrix, project_points, project_points_jacobian
 from shared.morphable import MorphableModel
 
 from .correspondence import SurfacePoints
-from .rigfit import ALPHA_MAX, LandmarkProblem, RigFit, euler_derivatives, solve_lm
+from .headshot import polyline_distance
+from .rigfit import LandmarkProblem, RigFit, euler_derivatives, initial_parameters, parameter_bounds, solve_lm
 
 # Weights in the landmark fit's units (px² per landmark, px² per unit² of α), tuned on calibration renders (seed
 # 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
@@ -67,12 +68,6 @@ class _Skin:
 _SKIN: "weakref.WeakKeyDictionary[MorphableModel, _Skin]" = weakref.WeakKeyDictionary()
 
 
-def _polyline_distance(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    seg = np.linspace(0.0, 1.0, 6)[:, None, None]
-    line = (polyline[:-1][None] * (1 - seg) + polyline[1:][None] * seg).reshape(-1, 3)
-    return np.linalg.norm(points[:, None] - line[None], axis=-1).min(axis=1)
-
-
 def _skin(rig: MorphableModel) -> _Skin:
     """The rig's skin for shading, built once per rig object."""
     if rig not in _SKIN:
@@ -84,10 +79,10 @@ def _skin(rig: MorphableModel) -> _Skin:
         P = rig.neutral[verts].astype(np.float64)
         lm = rig.neutral[np.asarray(rig.arrays["landmarks68"])].astype(np.float64)
         ring = lambda idx: lm[list(idx) + [idx[0]]]  # noqa: E731  (a closed contour)
-        hidden = ((_polyline_distance(P, lm[17:22]) < MARGIN_BROW_M) | (_polyline_distance(P, lm[22:27]) < MARGIN_BROW_M)
-                  | (_polyline_distance(P, ring(range(36, 42))) < MARGIN_EYE_M)
-                  | (_polyline_distance(P, ring(range(42, 48))) < MARGIN_EYE_M)
-                  | (_polyline_distance(P, ring(range(48, 60))) < MARGIN_LIPS_M))
+        hidden = ((polyline_distance(P, lm[17:22]) < MARGIN_BROW_M) | (polyline_distance(P, lm[22:27]) < MARGIN_BROW_M)
+                  | (polyline_distance(P, ring(range(36, 42))) < MARGIN_EYE_M)
+                  | (polyline_distance(P, ring(range(42, 48))) < MARGIN_EYE_M)
+                  | (polyline_distance(P, ring(range(48, 60))) < MARGIN_LIPS_M))
         local = -np.ones(rig.n_vertices, dtype=np.int64)
         local[verts] = np.arange(len(verts))
         _SKIN[rig] = _Skin(verts, local[tri], np.flatnonzero(~hidden))
@@ -126,12 +121,6 @@ def _sh9(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (zero, zero, zero), (one, zero, zero), (zero, one, zero), (zero, zero, one), (y, x, zero), (z, zero, x),
         (zero, z, y), (2 * x, -2 * y, zero), (zero, zero, 6 * z))], axis=1)
     return Y, dY
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross product over axis 1 of [N, 3, ...] arrays."""
-    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
 
 
 def _unit_and_differential(v: np.ndarray, dv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,22 +183,12 @@ class _PhotoProblem(LandmarkProblem):
             return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12), None
         da, db, dc = dV[tri[:, 0]], dV[tri[:, 1]], dV[tri[:, 2]]
         P = dV.shape[2]
-        e1, e2 = (b - a)[:, :, None], (c - a)[:, :, None]
-        dm = _cross(db - da, np.broadcast_to(e2, db.shape)) + _cross(np.broadcast_to(e1, db.shape), dc - da)
+        e1, e2 = (b - a)[:, :, None], (c - a)[:, :, None]  # [F, 3, 1] against the differentials' [F, 3, P]
+        dm = np.cross(db - da, e2, axis=1) + np.cross(e1, dc - da, axis=1)
         u, du = _unit_and_differential(m, dm)
         n_raw = A @ u
         dn_raw = (A @ du.reshape(len(tri), -1)).reshape(len(n_raw), 3, P)
         return _unit_and_differential(n_raw, dn_raw)
-
-    def _project_jacobian(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = V @ self.Rc.T + self.tc
-        z = p[:, 2]
-        fx, fy = self.K[0, 0], self.K[1, 1]
-        uv = np.stack([fx * p[:, 0] / z + self.K[0, 2], fy * p[:, 1] / z + self.K[1, 2]], axis=1)
-        d = np.zeros((len(V), 2, 3))
-        d[:, 0, 0], d[:, 0, 2] = fx / z, -fx * p[:, 0] / z ** 2
-        d[:, 1, 1], d[:, 1, 2] = fy / z, -fy * p[:, 1] / z ** 2
-        return uv, d @ self.Rc
 
     def shading(self, x: np.ndarray, with_jacobian: bool = False):
         """Per sample: residual colour [K, 3] (model - photo), the light L [9, 3] and, with_jacobian, d residual /
@@ -218,7 +197,7 @@ class _PhotoProblem(LandmarkProblem):
         S, V, R = self._posed(x, self.around)
         n0, _ = self._normals(S, None, self.at_samples, self.tri_around, self.A)  # unposed: rotate after
         n = n0 @ R.T
-        uv, duv_dV = self._project_jacobian(V[self.at_samples])
+        uv, _, duv_dV = project_points_jacobian(self.camera, V[self.at_samples])
         colour = _bilinear(self.img, uv)
         Y, dY = _sh9(n)
         w = self.sample_w[:, None] ** 2
@@ -262,20 +241,19 @@ class _PhotoProblem(LandmarkProblem):
         from backend.render.raster import rasterize
 
         _, rig_V, _ = self._posed(x)
-        cam = crop_camera()
+        cam = self.camera
         sk = self.skin
         # occlusion at a quarter of the pixels: a depth test needs no detail, and it is a third of the time
         frag = rasterize(torch.from_numpy(rig_V), torch.from_numpy(sk.tri), [crop_camera(cam.width // 2)])
         depth = frag.depth[0].numpy()
         cand = sk.skin
         n, _ = self._normals(rig_V, None, cand, sk.tri, self.incidence[cand])
-        uv, _ = self._project_jacobian(rig_V[cand])
+        uv, z = project_points(cam, rig_V[cand])
         view = cam.c2w[:3, 3] - rig_V[cand]
         facing = (n * view).sum(axis=1) / np.linalg.norm(view, axis=1) > FACING_COS
         inside = (uv > 2).all(axis=1) & (uv < np.array([cam.width, cam.height]) - 2).all(axis=1)
         ij = np.clip(np.floor(uv / 2).astype(int), 0, [cam.width // 2 - 1, cam.height // 2 - 1])
         zbuf = depth[ij[:, 1], ij[:, 0]]
-        z = (rig_V[cand] @ self.Rc.T + self.tc)[:, 2]
         ok = facing & inside & (zbuf > 0) & (z - zbuf < DEPTH_TOL_M)
         samples = cand[ok]
         if len(samples) > MAX_SAMPLES:
@@ -289,7 +267,6 @@ class _PhotoProblem(LandmarkProblem):
         self.A = A[:, faces]
         self.at_samples = np.searchsorted(self.around, samples)
         self.samples = samples
-        self.sample_w = np.ones(len(samples))
         self.B_around = self.B_id[self.around]
         self.B_samples = self.B_around[self.at_samples]
         S, _, _ = self._posed(x, self.around)  # the unposed normals' derivative by α, for this round
@@ -310,7 +287,7 @@ class _PhotoProblem(LandmarkProblem):
         """Which samples show skin: chromaticity within SKIN_CHROMA of the samples' median and brightness within
         SKIN_BRIGHTNESS of it (hair, a cap, glasses, a beard, the background are left out). Returns the fraction."""
         _, V, _ = self._posed(x, self.around)
-        uv, _ = self._project_jacobian(V[self.at_samples])
+        uv, _ = project_points(self.camera, V[self.at_samples])
         colour = _bilinear(self.img, uv)
         total = np.maximum(colour.sum(axis=1), 1e-6)
         chroma = colour[:, :2] / total[:, None]
@@ -343,13 +320,11 @@ def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh:
     material and a ``face`` region). Skipped when too little skin is seen or the photo has no colour to tell skin
     from hair by."""
     state = fit.state
-    beta = rig.expression_weights(state.expressions).astype(np.float64)
-    p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, beta)
     I, E = rig.n_identity, len(rig.expression_names)
-    x = np.concatenate([np.asarray(state.identity, dtype=np.float64)[:I], np.clip(beta, 0, 1),
-                        np.asarray(state.pose, dtype=np.float64), np.asarray(fit.translation, dtype=np.float64)])
-    lo = np.concatenate([np.full(I, -ALPHA_MAX), np.zeros(E), np.full(3, -np.pi), np.full(3, -np.inf)])
-    hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
+    x = initial_parameters(rig, state)
+    x[-3:] = fit.translation
+    lo, hi = parameter_bounds(rig)
+    p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, x[I:I + E])
     rng = np.random.default_rng(seed)
     landmark_w = p.w.copy()
     colour_error = float("nan")

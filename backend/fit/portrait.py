@@ -118,21 +118,17 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
     if image is None or not flags.get("fit_identity", True) or calibrated:
         return fit
     shading = refine_on_shading(rig, image, fit, mesh, table, weights)
-    if shading.skipped is not None:
-        fit.warnings.append(f"the face's shading was not used for its shape ({shading.skipped}): identity from the "
-                            "landmarks only; a colour photo of an uncovered face in soft, even light gives a closer "
-                            "likeness")
-        return fit
-    refined = _with_ibug_residual(rig, shading.fit, table, ibug)
-    before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
-    if not shading.colour_error <= MAX_SHADING_ERROR or after > before + SHADING_LANDMARK_SLACK_PX:  # nan too
-        fit.warnings.append(f"the face's shading was not used for its shape (skin colour error "
-                            f"{shading.colour_error:.2f}, landmark error {after:.1f} px against {before:.1f} px): "
-                            "identity from the landmarks only; a colour photo in soft, even light gives a closer "
-                            "likeness")
-        return fit
-    refined.shading_error = shading.colour_error
-    return refined
+    why = shading.skipped
+    if why is None:
+        refined = _with_ibug_residual(rig, shading.fit, table, ibug)
+        before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
+        if shading.colour_error <= MAX_SHADING_ERROR and after <= before + SHADING_LANDMARK_SLACK_PX:  # not nan
+            refined.shading_error = shading.colour_error
+            return refined
+        why = f"skin colour error {shading.colour_error:.2f}, landmark error {after:.1f} px against {before:.1f} px"
+    fit.warnings.append(f"the face's shading was not used for its shape ({why}): identity from the landmarks only; "
+                        "a colour photo of an uncovered face in soft, even light gives a closer likeness")
+    return fit
 
 
 def _with_ibug_residual(rig: MorphableModel, fit: RigFit, table: SurfacePoints, ibug: np.ndarray) -> RigFit:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.conventions import crop_camera, euler_to_matrix, project_points
+from shared.conventions import crop_camera, euler_to_matrix, project_points, project_points_jacobian
 from shared.morphable import MorphableModel
 
 from .correspondence import DATA_DIR, SurfacePoints, load_mesh_points, load_rig_table, rig_fingerprint
@@ -73,14 +73,7 @@ def load_response(rig: MorphableModel) -> DetectorResponse | None:
 def crop_jacobian(points_posed: np.ndarray, rotation: np.ndarray, to_crop: np.ndarray) -> np.ndarray:
     """float64 [N, 2, 3]: d(crop px)/d(unposed point) for posed head-frame points [N, 3] (metres) seen by the
     crop camera, ``rotation`` [3, 3] the head's pose and ``to_crop`` [2, 3] the photo-to-crop affine."""
-    cam = crop_camera()
-    Rc, tc, K = cam.w2c[:3, :3], cam.w2c[:3, 3], cam.K
-    p = points_posed @ Rc.T + tc
-    z = p[:, 2]
-    d = np.zeros((len(p), 2, 3))
-    d[:, 0, 0], d[:, 0, 2] = K[0, 0] / z, -K[0, 0] * p[:, 0] / z ** 2
-    d[:, 1, 1], d[:, 1, 2] = K[1, 1] / z, -K[1, 1] * p[:, 1] / z ** 2
-    return to_crop[:, :2][None] @ d @ Rc @ rotation
+    return to_crop[:, :2][None] @ project_points_jacobian(crop_camera(), points_posed)[2] @ rotation
 
 
 def render_calibration(rig: MorphableModel, points: SurfacePoints, n_heads: int = CALIBRATION_HEADS,

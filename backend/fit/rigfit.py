@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.conventions import crop_camera, euler_to_matrix, project_points
+from shared.conventions import crop_camera, euler_to_matrix, project_points, project_points_jacobian
 from shared.jobs import RigState
 from shared.morphable import MorphableModel
 
@@ -100,9 +100,7 @@ class LandmarkProblem:
         self.B2 = np.ascontiguousarray(self.B.reshape(len(self.B), -1))  # [I + E, 3N]: a shape is one gemv
         self.Bt = np.ascontiguousarray(self.B.transpose(1, 2, 0))  # [N, 3, I + E] for the Jacobian
         self.I, self.E = rig.n_identity, len(rig.expression_names)
-        cam = crop_camera()
-        w2c = cam.w2c
-        self.Rc, self.tc, self.K = w2c[:3, :3], w2c[:3, 3], cam.K
+        self.camera = crop_camera()
         self.target = target
         if weights is None:
             weights = np.ones(self.n)
@@ -121,17 +119,15 @@ class LandmarkProblem:
         return x
 
     def _forward(self, x: np.ndarray):
+        """Unposed points S [N, 3], the rotation R and the posed points R S + t [N, 3] at parameters x."""
         n = self.I + self.E
         S = self.mean + (x[:n] @ self.B2).reshape(-1, 3)  # [N, 3]
         R = euler_to_matrix(*x[n:n + 3])
-        p = (S @ R.T + x[-3:]) @ self.Rc.T + self.tc  # camera space (OpenCV)
-        z = p[:, 2]
-        uv = np.stack([self.K[0, 0] * p[:, 0] / z + self.K[0, 2], self.K[1, 1] * p[:, 1] / z + self.K[1, 2]], 1)
-        return S, R, p, uv
+        return S, R, S @ R.T + x[-3:]
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """float64 [68, 2] the landmark vertices' pixels at parameters x."""
-        return self._forward(x)[3]
+        return project_points(self.camera, self._forward(x)[2])[0]
 
     def residuals(self, xf: np.ndarray) -> np.ndarray:
         x = self.full(xf)
@@ -141,13 +137,8 @@ class LandmarkProblem:
     def jacobian(self, xf: np.ndarray) -> np.ndarray:
         x = self.full(xf)
         n = self.I + self.E
-        S, R, p, _ = self._forward(x)
-        z = p[:, 2]
-        fx, fy = self.K[0, 0], self.K[1, 1]
-        d = np.zeros((self.n, 2, 3))  # d(u, v)/d(camera point)
-        d[:, 0, 0], d[:, 0, 2] = fx / z, -fx * p[:, 0] / z ** 2
-        d[:, 1, 1], d[:, 1, 2] = fy / z, -fy * p[:, 1] / z ** 2
-        dP = d @ self.Rc  # [68, 2, 3] d(u, v)/d(posed head-frame point)
+        S, R, P = self._forward(x)
+        dP = project_points_jacobian(self.camera, P)[2]  # [N, 2, 3] d(u, v)/d(posed head-frame point)
         M = dP @ R  # [68, 2, 3] d(u, v)/d(unposed point)
         J = np.empty((self.n, 2, n + 6))
         J[:, :, :n] = np.matmul(M, self.Bt)  # [N, 2, I + E]
@@ -161,7 +152,9 @@ class LandmarkProblem:
         return np.concatenate([J, prior[keep]])[:, self.free]
 
 
-def _initial(rig: MorphableModel, init: RigState | None) -> np.ndarray:
+def initial_parameters(rig: MorphableModel, init: RigState | None) -> np.ndarray:
+    """The parameter vector x = [α, β, pitch, yaw, roll, t] of ``init`` (zeros without it; t = 0, β clipped to
+    [0, 1])."""
     n_exp = len(rig.expression_names)
     x = np.zeros(rig.n_identity + n_exp + 6)
     if init is not None:
@@ -170,6 +163,14 @@ def _initial(rig: MorphableModel, init: RigState | None) -> np.ndarray:
         x[rig.n_identity:rig.n_identity + n_exp] = np.clip(rig.expression_weights(init.expressions), 0.0, 1.0)
         x[rig.n_identity + n_exp:rig.n_identity + n_exp + 3] = init.pose
     return x
+
+
+def parameter_bounds(rig: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of x = [α, β, pitch, yaw, roll, t]: α within ±ALPHA_MAX, β in [0, 1], angles within ±π, t free."""
+    I, E = rig.n_identity, len(rig.expression_names)
+    lo = np.concatenate([np.full(I, -ALPHA_MAX), np.zeros(E), np.full(3, -np.pi), np.full(3, -np.inf)])
+    hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
+    return lo, hi
 
 
 def _huber_weights(p: LandmarkProblem, x: np.ndarray) -> np.ndarray:
@@ -243,10 +244,9 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     if points is None and "landmarks68" not in rig.arrays:
         raise FitError("rig", "a rig with 68 landmark vertices (landmarks68)", rig.name,
                        "convert the rig again with `joker-head fetch-rig ict`")
-    x = _initial(rig, init)
+    x = initial_parameters(rig, init)
     I, E = rig.n_identity, len(rig.expression_names)
-    lo = np.concatenate([np.full(I, -ALPHA_MAX), np.zeros(E), np.full(3, -np.pi), np.full(3, -np.inf)])
-    hi = np.concatenate([np.full(I, ALPHA_MAX), np.ones(E), np.full(3, np.pi), np.full(3, np.inf)])
+    lo, hi = parameter_bounds(rig)
 
     # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
     rigid = LandmarkProblem(rig, target, False, False, fit_pose, points=points, weights=weights, response=response)

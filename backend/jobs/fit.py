@@ -13,6 +13,8 @@
                    image left first);  aligned_on  where they came from ("mtcnn, steadied" by default; "mtcnn",
                    "face mesh, mirror-averaged");  landmarks  float [68, 2] crop px (x right, y down, pixel corners at integers)
     residual_px    float [68] per-landmark reprojection error at 512²;  verdict "good" | "rough" | "failed"
+    identity_from  "landmarks and shading" (identity refined on the skin's shading, backend.fit.photometric) or
+                   "landmarks";  shading_error  the skin's mean colour error (0..1 RGB) then, else null
     face           {"box": [x0, y0, x1, y1] image px, "score"} of the face used (the largest)
     crop           {"to_crop": float [2, 3] affine image px -> crop px, "scale", "centre"};  image_size [W, H]
     warnings       what the user should know (several faces, extreme profile, a rough fit)
