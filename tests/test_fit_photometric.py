@@ -23,6 +23,7 @@ def _problem(rig, image, seed=4):
     beta = rig.expression_weights(fit.state.expressions).astype(np.float64)
     p = _PhotoProblem(rig, mesh, load_mesh_points(rig), np.ones(468), crop.image if image is None else image, beta)
     x = np.concatenate([fit.state.identity, beta, fit.state.pose, fit.translation])
+    p.blur(x, 1.5)
     p.choose_samples(x, np.random.default_rng(0))
     p.mark_skin(x)
     p.reweigh(x)

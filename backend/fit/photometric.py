@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -36,19 +36,22 @@ from .rigfit import LandmarkProblem, RigFit, euler_derivatives, initial_paramete
 # Weights in the landmark fit's units (px² per landmark, px² per unit² of α), tuned on calibration renders (seed
 # 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
 PHOTO_WEIGHT = 1.0e5  # per unit of mean squared colour error of the samples (0..1 RGB)
-LANDMARK_WEIGHT = 0.02  # MediaPipe's points at 2 % of their weight in the landmark fit: they anchor place and turn
+LANDMARK_WEIGHT = 0.005  # MediaPipe's points at 0.5 % of their weight in the landmark fit: they anchor place and turn
 # (1 %: identity 0.2 mm better on renders, but the real photos' landmark error 3.2 px; 4 %: 0.3 mm worse)
 LAMBDA_ID_PHOTO = 1.0  # identity prior (10: 0.5 mm worse)
 HUBER_COLOUR = 0.05  # colour error beyond which a sample counts linearly (0..1 RGB)
-BLUR_PX = 1.5  # Gaussian blur of the crop (σ, px at 512²): wider basin, less skin texture
+# Rounds, each with the crop's Gaussian blur (σ, px at 512²), coarse to fine: a wide basin first, then the detail
+# (a blur the model does not have biases the fit: at the true face the renders' colour error is 0.016 at 1.5 px)
+BLUR_PX = (3.0, 2.0, 1.5, 1.0, 0.7, 0.4)
+WINDOW_MARGIN_PX = 24  # the blurred window reaches this far beyond the projected skin (the fit moves it)
 SKIN_CHROMA = 0.03  # a sample whose (r, g) / (r + g + b) is further from the median is not skin
 SKIN_BRIGHTNESS = 2.0  # nor one more than 2x brighter or darker than the median (a highlight, a shadow, hair)
 MIN_SKIN = 0.3  # below this fraction of skin-coloured samples the face is covered: no refinement
 MIN_SAMPLES = 50  # nor with fewer skin points seen (the fit put the face elsewhere, or it is tiny)
 COLOURLESS_CHROMA = 0.01  # skin whose median chromaticity is this close to gray's (1/3, 1/3): a photo without colour
 MAX_SAMPLES = 1000  # skin vertices per step (a fixed random subset of the visible ones; 1500: same error, +30 % time)
-ROUNDS, STEPS = 4, 4  # Huber weights refreshed per round; LM steps per round
-RESAMPLE_ROUNDS = (0, 2)  # rounds that choose the samples again (visibility, skin, the normals' derivative)
+STEPS = 3  # LM steps per round; the Huber and skin weights are refreshed every round
+RESAMPLE_ROUNDS = (0, 2, 4)  # rounds that choose the samples again (visibility, skin, the normals' derivative)
 FACING_COS = 0.25  # a vertex turned further from the camera is a silhouette sample: left out
 DEPTH_TOL_M = 0.003  # a vertex more than this behind the depth buffer is hidden (the nose hides a cheek)
 # Skin margins around the rig's 68 landmark polylines (metres on the neutral face): painted or hairy features.
@@ -58,11 +61,15 @@ MARGIN_BROW_M, MARGIN_EYE_M, MARGIN_LIPS_M = 0.010, 0.008, 0.006
 @dataclass
 class _Skin:
     """The rig's skin for shading. verts int64 [Vl] local vertices (the face region's skin triangles); tri int64
-    [Fl, 3] those triangles in local indices; skin int64 [K] local indices of the vertices that may be sampled."""
+    [Fl, 3] those triangles in local indices; skin int64 [K] local indices of the vertices that may be sampled;
+    B_id float64 [Vl, 3, I] their identity basis; incidence: sparse [Vl, Fl] vertex <- triangle (for summing face
+    normals onto vertices)."""
 
     verts: np.ndarray
     tri: np.ndarray
     skin: np.ndarray
+    B_id: np.ndarray
+    incidence: Any
 
 
 _SKIN: "weakref.WeakKeyDictionary[MorphableModel, _Skin]" = weakref.WeakKeyDictionary()
@@ -71,6 +78,8 @@ _SKIN: "weakref.WeakKeyDictionary[MorphableModel, _Skin]" = weakref.WeakKeyDicti
 def _skin(rig: MorphableModel) -> _Skin:
     """The rig's skin for shading, built once per rig object."""
     if rig not in _SKIN:
+        from scipy.sparse import csr_matrix
+
         names = [str(n) for n in rig.arrays["material_names"]]
         fm = np.asarray(rig.arrays["face_material"])
         tri = rig.faces[fm == names.index("M_Face")].astype(np.int64)
@@ -85,18 +94,37 @@ def _skin(rig: MorphableModel) -> _Skin:
                   | (polyline_distance(P, ring(range(48, 60))) < MARGIN_LIPS_M))
         local = -np.ones(rig.n_vertices, dtype=np.int64)
         local[verts] = np.arange(len(verts))
-        _SKIN[rig] = _Skin(verts, local[tri], np.flatnonzero(~hidden))
+        tri = local[tri]
+        F = len(tri)
+        incidence = csr_matrix((np.ones(3 * F), (tri.reshape(-1), np.repeat(np.arange(F), 3))), shape=(len(verts), F))
+        B_id = rig.identity_basis[:, verts].astype(np.float64).transpose(1, 2, 0)
+        _SKIN[rig] = _Skin(verts, tri, np.flatnonzero(~hidden), B_id, incidence)
     return _SKIN[rig]
 
 
-def _blurred(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 [H, W, 3] the crop blurred by BLUR_PX and its gradient [H, W, 3, 2] (d/dx, d/dy per pixel)."""
-    from scipy.ndimage import gaussian_filter
+class _Blurred:
+    """The crop blurred by ``sigma`` px, and its gradient, over the window ``box`` (x0, y0, x1, y1 px) that holds the
+    face: blurring only there is 5x faster than the whole crop (the window's edge is the image's edge to the blur).
+    Read with :meth:`colour` and :meth:`gradient` at crop px."""
 
-    img = np.asarray(image, dtype=np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
-    img = gaussian_filter(img, sigma=(BLUR_PX, BLUR_PX, 0), mode="nearest")
-    gy, gx = np.gradient(img, axis=(0, 1))
-    return img, np.stack([gx, gy], axis=-1)
+    def __init__(self, image: np.ndarray, sigma: float, box: tuple[int, int, int, int]):
+        from scipy.ndimage import gaussian_filter
+
+        x0, y0, x1, y1 = box
+        img = np.asarray(image[y0:y1, x0:x1], dtype=np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+        if sigma > 0:
+            img = gaussian_filter(img, sigma=(sigma, sigma, 0), mode="nearest")
+        gy, gx = np.gradient(img, axis=(0, 1))
+        self.img, self.grad = img, np.stack([gx, gy], axis=-1)  # [h, w, 3], [h, w, 3, 2] (d/dx, d/dy per pixel)
+        self.origin = np.array([x0, y0], dtype=np.float64)
+
+    def colour(self, uv: np.ndarray) -> np.ndarray:
+        """float64 [N, 3] at crop px uv [N, 2] (outside the window: its edge)."""
+        return _bilinear(self.img, uv - self.origin)
+
+    def gradient(self, uv: np.ndarray) -> np.ndarray:
+        """float64 [N, 3, 2] d colour / d(x, y) at crop px uv [N, 2]."""
+        return _bilinear(self.grad, uv - self.origin)
 
 
 def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -123,6 +151,14 @@ def _sh9(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return Y, dY
 
 
+def _skew(v: np.ndarray) -> np.ndarray:
+    """[N, 3, 3] cross-product matrices of v [N, 3]: _skew(v) @ w == np.cross(v, w)."""
+    out = np.zeros(v.shape + (3,))
+    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    out[:, 1, 0], out[:, 2, 0], out[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
+    return out
+
+
 def _unit_and_differential(v: np.ndarray, dv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """v / |v| and its differential for v [N, 3], dv [N, 3, P]."""
     length = np.maximum(np.linalg.norm(v, axis=1), 1e-20)
@@ -135,15 +171,16 @@ class _PhotoProblem(LandmarkProblem):
     """The landmark fit's problem (scaled by LANDMARK_WEIGHT) plus the shading rows of the sampled skin vertices."""
 
     def __init__(self, rig: MorphableModel, target: np.ndarray, points: SurfacePoints, weights: np.ndarray,
-                 image: np.ndarray, beta: np.ndarray):
-        super().__init__(rig, target, True, False, True, lambda_id=LAMBDA_ID_PHOTO / LANDMARK_WEIGHT,
+                 image: np.ndarray, beta: np.ndarray, fit_pose: bool = True):
+        super().__init__(rig, target, True, False, fit_pose, lambda_id=LAMBDA_ID_PHOTO / LANDMARK_WEIGHT,
                          points=points, weights=weights)
         self.skin = _skin(rig)
         sk = self.skin
         self.S_mean = (rig.neutral[sk.verts].astype(np.float64)
                        + np.einsum("e,evc->vc", beta, rig.expression_basis[:, sk.verts].astype(np.float64)))
-        self.B_id = rig.identity_basis[:, sk.verts].astype(np.float64).transpose(1, 2, 0)  # [Vl, 3, I]
-        self.img, self.grad = _blurred(image)
+        self.B_id = sk.B_id  # [Vl, 3, I]
+        self.image = image
+        self.photo: Optional[_Blurred] = None  # set by blur()
         self.samples = self.around = self.at_samples = sk.skin[:0]  # set by choose_samples
         self.tri_around, self.A = sk.tri[:0], None
         self.sample_w = np.ones(0)
@@ -151,12 +188,7 @@ class _PhotoProblem(LandmarkProblem):
         self.colourless = False
         self.dn_alpha = self.B_around = self.B_samples = np.zeros((0, 3, self.I))
         self.sqrt_photo = 0.0
-        # vertex <- face incidence, for summing face normals onto vertices
-        from scipy.sparse import csr_matrix
-
-        F = len(sk.tri)
-        self.incidence = csr_matrix((np.ones(3 * F), (sk.tri.reshape(-1), np.repeat(np.arange(F), 3))),
-                                    shape=(len(sk.verts), F))
+        self.incidence = sk.incidence
 
     # --- the posed skin and its derivatives ------------------------------------------------------------------
     def _posed(self, x: np.ndarray, vidx: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,10 +213,11 @@ class _PhotoProblem(LandmarkProblem):
             u = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-20)
             n = A @ u
             return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12), None
-        da, db, dc = dV[tri[:, 0]], dV[tri[:, 1]], dV[tri[:, 2]]
+        da = dV[tri[:, 0]]
         P = dV.shape[2]
-        e1, e2 = (b - a)[:, :, None], (c - a)[:, :, None]  # [F, 3, 1] against the differentials' [F, 3, P]
-        dm = np.cross(db - da, e2, axis=1) + np.cross(e1, dc - da, axis=1)
+        # d(e1 × e2) = de1 × e2 + e1 × de2 = [e1]× de2 - [e2]× de1: batched 3x3 products (np.cross over an axis
+        # of [F, 3, P] arrays copies them and is 3x slower)
+        dm = np.matmul(_skew(b - a), dV[tri[:, 2]] - da) - np.matmul(_skew(c - a), dV[tri[:, 1]] - da)
         u, du = _unit_and_differential(m, dm)
         n_raw = A @ u
         dn_raw = (A @ du.reshape(len(tri), -1)).reshape(len(n_raw), 3, P)
@@ -198,7 +231,7 @@ class _PhotoProblem(LandmarkProblem):
         n0, _ = self._normals(S, None, self.at_samples, self.tri_around, self.A)  # unposed: rotate after
         n = n0 @ R.T
         uv, _, duv_dV = project_points_jacobian(self.camera, V[self.at_samples])
-        colour = _bilinear(self.img, uv)
+        colour = self.photo.colour(uv)
         Y, dY = _sh9(n)
         w = self.sample_w[:, None] ** 2
         L = np.linalg.solve((Y * w).T @ Y + 1e-6 * np.eye(9), (Y * w).T @ colour)
@@ -213,7 +246,7 @@ class _PhotoProblem(LandmarkProblem):
         dV = np.concatenate([np.matmul(R, self.B_samples), np.einsum("rab,kb->kar", dR, Ss),
                              np.broadcast_to(np.eye(3), (len(Ss), 3, 3))], axis=2)
         d_model = np.matmul(np.einsum("kjd,jc->kcd", dY, L), dn)  # d colour / d normal, then the normal's chain
-        grad = _bilinear(self.grad, uv)  # [K, 3, 2] image gradient
+        grad = self.photo.gradient(uv)  # [K, 3, 2] image gradient
         d_photo = np.matmul(np.matmul(grad, duv_dV), dV)
         return res, L, d_model - d_photo
 
@@ -233,6 +266,15 @@ class _PhotoProblem(LandmarkProblem):
         full = np.zeros((J.shape[0] * 3, len(x)))
         full[:, self._free_columns()] = (J * self.sample_w[:, None, None]).reshape(-1, J.shape[2]) * self.sqrt_photo
         return np.concatenate([super().jacobian(xf), full[:, self.free]])
+
+    def blur(self, x: np.ndarray, sigma: float) -> None:
+        """Read the crop blurred by ``sigma`` px from now on, over a window around the skin posed at ``x``."""
+        _, V, _ = self._posed(x)
+        uv, _ = project_points(self.camera, V)
+        H, W = self.image.shape[:2]
+        lo = np.clip(np.floor(uv.min(axis=0)) - WINDOW_MARGIN_PX, 0, [W, H]).astype(int)
+        hi = np.clip(np.ceil(uv.max(axis=0)) + WINDOW_MARGIN_PX, lo + 2, [W, H]).astype(int)
+        self.photo = _Blurred(self.image, sigma, (lo[0], lo[1], hi[0], hi[1]))
 
     def choose_samples(self, x: np.ndarray, rng: np.random.Generator) -> int:
         """Visible, camera-facing skin vertices inside the crop (at most MAX_SAMPLES); returns how many were visible."""
@@ -288,7 +330,7 @@ class _PhotoProblem(LandmarkProblem):
         SKIN_BRIGHTNESS of it (hair, a cap, glasses, a beard, the background are left out). Returns the fraction."""
         _, V, _ = self._posed(x, self.around)
         uv, _ = project_points(self.camera, V[self.at_samples])
-        colour = _bilinear(self.img, uv)
+        colour = self.photo.colour(uv)
         total = np.maximum(colour.sum(axis=1), 1e-6)
         chroma = colour[:, :2] / total[:, None]
         centre = np.median(chroma, axis=0)
@@ -314,21 +356,23 @@ class Shading(NamedTuple):
 
 
 def refine_on_shading(rig: MorphableModel, image: np.ndarray, fit: RigFit, mesh: np.ndarray,
-                      points: SurfacePoints, weights: np.ndarray, seed: int = 0) -> Shading:
+                      points: SurfacePoints, weights: np.ndarray, seed: int = 0, fit_pose: bool = True) -> Shading:
     """Refine ``fit`` (the landmark fit to MediaPipe's points ``mesh`` [N, 2] on ``points`` with ``weights``) on the
     shading of the crop ``image`` (uint8 or float [512, 512, 3]). For rigs laid out as ICT is (an ``M_Face``
     material and a ``face`` region). Skipped when too little skin is seen or the photo has no colour to tell skin
-    from hair by."""
+    from hair by. ``fit_pose=False`` holds the rotation at the fit's (the caller's); the translation is refined."""
     state = fit.state
     I, E = rig.n_identity, len(rig.expression_names)
     x = initial_parameters(rig, state)
     x[-3:] = fit.translation
     lo, hi = parameter_bounds(rig)
-    p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, x[I:I + E])
+    p = _PhotoProblem(rig, np.asarray(mesh, dtype=np.float64), points, weights, image, x[I:I + E], fit_pose)
     rng = np.random.default_rng(seed)
     landmark_w = p.w.copy()
     colour_error = float("nan")
-    for r in range(ROUNDS):
+    for r in range(len(BLUR_PX)):
+        if r == 0 or BLUR_PX[r] != BLUR_PX[r - 1]:
+            p.blur(x, BLUR_PX[r])
         if r in RESAMPLE_ROUNDS:
             seen = p.choose_samples(x, rng)
             skin = p.mark_skin(x) if seen >= MIN_SAMPLES else 0.0

@@ -117,10 +117,16 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
                                            lambda_id=LAMBDA_ID_MESH, **flags), table, ibug)
     if image is None or not flags.get("fit_identity", True) or calibrated:
         return fit
-    shading = refine_on_shading(rig, image, fit, mesh, table, weights)
+    shading = refine_on_shading(rig, image, fit, mesh, table, weights, fit_pose=flags.get("fit_pose", True))
     why = shading.skipped
     if why is None:
-        refined = _with_ibug_residual(rig, shading.fit, table, ibug)
+        # the shading's face held, expressions and pose fitted to the landmarks again: an expression read with the
+        # landmark fit's face is not the one the shading's face needs to follow them
+        refined = fit_rig(rig, mesh, points=table, weights=weights, lambda_id=LAMBDA_ID_MESH, fit_identity=False,
+                          fit_expression=flags.get("fit_expression", True), fit_pose=flags.get("fit_pose", True),
+                          init=shading.fit.state)
+        refined.warnings = list(dict.fromkeys(fit.warnings + refined.warnings))
+        refined = _with_ibug_residual(rig, refined, table, ibug)
         before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
         if shading.colour_error <= MAX_SHADING_ERROR and after <= before + SHADING_LANDMARK_SLACK_PX:  # not nan
             refined.shading_error = shading.colour_error
