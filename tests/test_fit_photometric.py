@@ -10,8 +10,10 @@ from backend.fit import aligned_crop, detect_faces, fit_portrait, load_photo
 from backend.fit.correspondence import load_mesh_points
 from backend.fit.headshot import render_headshot
 from backend.fit.metrics import compare_shapes
-from backend.fit.photometric import _PhotoProblem
+from backend.fit.landmarks import MESH_OVAL, MESH_TO_IBUG68, ibug68_from_mesh
+from backend.fit.photometric import _PhotoProblem, refine_on_shading
 from backend.fit.portrait import fit_landmarks
+from backend.fit.rigfit import JAW_WEIGHT, project_fit
 
 
 def _problem(rig, image, seed=4):
@@ -93,12 +95,40 @@ def test_rendered_heads_come_closer_to_their_identity(ict_rig):
 
 @pytest.mark.slow
 def test_a_colour_portrait_is_refined_and_still_follows_its_landmarks(ict_rig, astronaut_path):
+    """The shading's face is kept as it is; expressions and pose are fitted to the landmarks again around it, which
+    brings the rig's landmarks closer to the photo's than the shading's own pose and expressions left them."""
     pf = fit_portrait(load_photo(astronaut_path), ict_rig)
     assert pf.fit.shading_error is not None and pf.fit.shading_error < 0.12
     assert pf.fit.verdict == "good" and pf.fit.residual_px.mean() < 3.0
     landmarks_only = fit_landmarks(ict_rig, pf.mesh)
     assert np.abs(np.subtract(pf.fit.state.identity, landmarks_only.state.identity)).max() > 0.3  # it did move
     assert np.degrees(np.abs(np.subtract(pf.fit.state.pose, landmarks_only.state.pose))).max() < 5.0
+    table = load_mesh_points(ict_rig)
+    weights = np.ones(468)
+    weights[list(MESH_OVAL)] = JAW_WEIGHT
+    shading = refine_on_shading(ict_rig, pf.crop.image, landmarks_only, pf.mesh, table, weights)
+    assert pf.fit.state.identity == shading.fit.state.identity
+    ibug = ibug68_from_mesh(pf.mesh)
+    before = np.linalg.norm(project_fit(ict_rig, shading.fit, table.combine(MESH_TO_IBUG68)) - ibug, axis=1)
+    assert pf.fit.residual_px.mean() < before.mean() - 0.1, (pf.fit.residual_px.mean(), before.mean())
+
+
+@pytest.mark.slow
+def test_parts_not_fitted_keep_the_callers_values_through_the_shading(ict_rig, astronaut_path):
+    """*Match Portrait* with the artist's pose and expression kept (the protocol's fit_pose / fit_expression off):
+    the face comes from the photo's shading, the rotation and the expression weights stay exactly as given. (They
+    are held during the fit too, so they should be near the photo's: here the photo's own, turned by 1 degree.)"""
+    from dataclasses import replace
+
+    image = load_photo(astronaut_path)
+    free = fit_portrait(image, ict_rig).fit.state
+    init = replace(free, identity=(), pose=(free.pose[0], free.pose[1] + np.radians(1.0), free.pose[2]),
+                   expressions=dict(free.expressions))
+    pf = fit_portrait(image, ict_rig, fit_expression=False, fit_pose=False, init=init)
+    assert pf.fit.shading_error is not None
+    assert pf.fit.state.pose == init.pose
+    assert pf.fit.state.expressions == pytest.approx(init.expressions, abs=1e-6)  # float32 weights
+    assert compare_shapes(ict_rig, pf.fit.state.identity, free.identity).rigid_mm < 2.5  # steadiness on this photo: FIT.md
 
 
 @pytest.mark.slow

@@ -9,11 +9,12 @@ Model, for the skin vertices k of the rig's face that the crop camera sees (brow
 (x = [α, β, pitch, yaw, roll, t]):
     colour_k = Σ_j Y_j(n_k) L_j,c       Y: 2nd-order spherical harmonics (9) of the posed normal n_k, L [9, 3] per fit
     E = LANDMARK_WEIGHT Σ_landmarks w ρ(|u - l|) + LAMBDA_ID_PHOTO |α|² + PHOTO_WEIGHT mean_k ρ_c(|colour_k - I(u_k)|)
-I: the crop blurred by ``BLUR_PX``, read at the vertex's pixel u_k. L has albedo × light folded in: one colour over the
-skin, any soft light. It is solved in closed form at every step (its derivative is left out: variable projection), so
-the light never has to be guessed. ρ, ρ_c: Huber; a highlight or a shadow counts linearly. The landmarks keep the
-head where the detector put it and turned as it is: the shading does the shape. Expressions stay at the landmark
-fit's.
+I: the crop blurred by ``BLUR_PX[round]``, coarse to fine, read at the vertex's pixel u_k. L has albedo × light folded
+in: one colour over the skin, any soft light. It is solved in closed form at every step (its derivative is left out:
+variable projection), so the light never has to be guessed. ρ, ρ_c: Huber; a highlight or a shadow counts linearly.
+The landmarks, at half a percent of their weight, keep the head where the detector put it and turned as it is: the
+shading does the shape. Expressions stay at the landmark fit's (the caller fits them again around the new face:
+:func:`backend.fit.portrait.fit_landmarks`).
 
 Levenberg-Marquardt (the landmark fit's, :func:`backend.fit.rigfit.solve_lm`) with an analytic Jacobian: the photo
 rows' derivative runs through the projection (the image gradient) and the normals (the shading)."""
@@ -37,11 +38,12 @@ from .rigfit import LandmarkProblem, RigFit, euler_derivatives, initial_paramete
 # 1000, disjoint from the benchmark's heads) and the real photos' landmark error (docs/FIT.md):
 PHOTO_WEIGHT = 1.0e5  # per unit of mean squared colour error of the samples (0..1 RGB)
 LANDMARK_WEIGHT = 0.005  # MediaPipe's points at 0.5 % of their weight in the landmark fit: they anchor place and turn
-# (1 %: identity 0.2 mm better on renders, but the real photos' landmark error 3.2 px; 4 %: 0.3 mm worse)
-LAMBDA_ID_PHOTO = 1.0  # identity prior (10: 0.5 mm worse)
+# (2 % / 1 % / 0.3 %: 0.3 / 0.1 / 0.0 mm worse on renders; below 0.5 % the real photos' landmark error nears 3 px)
+LAMBDA_ID_PHOTO = 1.0  # identity prior (2: 0.45 mm worse; 0.7: the same)
 HUBER_COLOUR = 0.05  # colour error beyond which a sample counts linearly (0..1 RGB)
 # Rounds, each with the crop's Gaussian blur (σ, px at 512²), coarse to fine: a wide basin first, then the detail
-# (a blur the model does not have biases the fit: at the true face the renders' colour error is 0.016 at 1.5 px)
+# (a blur the model does not have biases the fit: at the true face a render's colour error is 0.016 at 1.5 px, 0.006
+# unblurred; a fixed 1.5 px: 0.3 mm worse, starting at 0.3 px: stuck in the wrong basin)
 BLUR_PX = (3.0, 2.0, 1.5, 1.0, 0.7, 0.4)
 WINDOW_MARGIN_PX = 24  # the blurred window reaches this far beyond the projected skin (the fit moves it)
 SKIN_CHROMA = 0.03  # a sample whose (r, g) / (r + g + b) is further from the median is not skin
@@ -111,9 +113,11 @@ class _Blurred:
         from scipy.ndimage import gaussian_filter
 
         x0, y0, x1, y1 = box
-        img = np.asarray(image[y0:y1, x0:x1], dtype=np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+        eight_bit = image.dtype == np.uint8  # float32 loses nothing of 8 bits and blurs twice as fast
+        img = np.asarray(image[y0:y1, x0:x1], dtype=np.float32 if eight_bit else np.float64) / (255.0 if eight_bit else 1.0)
         if sigma > 0:
             img = gaussian_filter(img, sigma=(sigma, sigma, 0), mode="nearest")
+        img = img.astype(np.float64)  # the solver's dtype
         gy, gx = np.gradient(img, axis=(0, 1))
         self.img, self.grad = img, np.stack([gx, gy], axis=-1)  # [h, w, 3], [h, w, 3, 2] (d/dx, d/dy per pixel)
         self.origin = np.array([x0, y0], dtype=np.float64)
@@ -251,9 +255,6 @@ class _PhotoProblem(LandmarkProblem):
         return res, L, d_model - d_photo
 
     # --- the composite problem for rigfit.solve_lm ----------------------------------------------------------------
-    def _free_columns(self) -> np.ndarray:
-        return np.concatenate([np.arange(self.I), self.I + self.E + np.arange(6)])  # α, pose, t in x
-
     def residuals(self, xf: np.ndarray) -> np.ndarray:
         x = self.full(xf)
         res, _, _ = self.shading(x)
@@ -262,10 +263,10 @@ class _PhotoProblem(LandmarkProblem):
 
     def jacobian(self, xf: np.ndarray) -> np.ndarray:
         x = self.full(xf)
-        _, _, J = self.shading(x, with_jacobian=True)
-        full = np.zeros((J.shape[0] * 3, len(x)))
-        full[:, self._free_columns()] = (J * self.sample_w[:, None, None]).reshape(-1, J.shape[2]) * self.sqrt_photo
-        return np.concatenate([super().jacobian(xf), full[:, self.free]])
+        _, _, J = self.shading(x, with_jacobian=True)  # columns α, pose, t: the free ones of x among them
+        J = J[:, :, self.free[np.r_[:self.I, self.I + self.E:len(x)]]]
+        photo = (J * (self.sample_w * self.sqrt_photo)[:, None, None]).reshape(-1, J.shape[2])
+        return np.concatenate([super().jacobian(xf), photo])
 
     def blur(self, x: np.ndarray, sigma: float) -> None:
         """Read the crop blurred by ``sigma`` px from now on, over a window around the skin posed at ``x``."""

@@ -98,10 +98,11 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
     correspond to them).
 
     ``image`` (the 512² crop the points were found in) refines identity, rotation and translation on the shading
-    of the skin (:mod:`backend.fit.photometric`), when the fit is dense and identity is being fitted. The refined
-    fit stands if it still follows the landmarks (median iBUG residual within ``SHADING_LANDMARK_SLACK_PX`` of the
-    landmark fit's) and explains the skin (mean colour error under ``MAX_SHADING_ERROR``); otherwise the landmark
-    fit does, with a warning. ``RigFit.shading_error`` says which.
+    of the skin (:mod:`backend.fit.photometric`), when the fit is dense and identity is being fitted; then, the
+    shading's face held, expressions, rotation and translation are fitted to the points again (as far as the flags
+    fit them). The refined fit stands if it still follows the landmarks (median iBUG residual within
+    ``SHADING_LANDMARK_SLACK_PX`` of the landmark fit's) and explains the skin (mean colour error under
+    ``MAX_SHADING_ERROR``); otherwise the landmark fit does, with a warning. ``RigFit.shading_error`` says which.
 
     ``calibrated`` (opt-in) also fits the shipped response model (:mod:`backend.fit.response`): how MediaPipe's
     points follow identity on rendered heads. It recovers identity better on renders but moves the rig off real
