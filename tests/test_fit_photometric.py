@@ -72,8 +72,8 @@ def test_jacobian_of_the_shading_is_exact_where_it_claims_to_be(ict_rig):
 @pytest.mark.slow
 def test_rendered_heads_come_closer_to_their_identity(ict_rig):
     """Through the detector (render -> MTCNN -> crop -> MediaPipe -> fit) the shading brings the recovered neutral
-    face closer to the true one than the landmarks alone (bench: 4.37 -> 2.86 mm on 20 heads); on 4 heads here the
-    mean gain is asserted at 0.5 mm, and the size-free shape improves too. Seeds disjoint from the bench's (3000)
+    face closer to the true one than the landmarks alone (bench: 4.37 -> 2.38 mm on 20 heads); on 4 heads here the
+    mean gain is asserted at 0.5 mm (measured 0.73) and the size-free shape's at 0.7 mm (measured 1.03). Seeds disjoint from the bench's (3000)
     and the calibration's (1000)."""
     rng = np.random.default_rng(31)
     rows = []
@@ -90,7 +90,7 @@ def test_rendered_heads_come_closer_to_their_identity(ict_rig):
         b = compare_shapes(ict_rig, shaded.state.identity, identity)
         rows.append((a.rigid_mm - b.rigid_mm, a.similar_mm - b.similar_mm))
     gain = np.mean(rows, axis=0)
-    assert gain[0] > 0.5 and gain[1] > 0.3, rows
+    assert gain[0] > 0.5 and gain[1] > 0.7, rows
 
 
 @pytest.mark.slow
