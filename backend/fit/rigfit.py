@@ -222,7 +222,7 @@ def solve_lm(p: LandmarkProblem, lo: np.ndarray, hi: np.ndarray, iters: int, rob
 def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool = True, fit_expression: bool = True,
             fit_pose: bool = True, init: RigState | None = None, points: SurfacePoints | None = None,
             weights: np.ndarray | None = None, response: DetectorResponse | None = None,
-            lambda_id: float | None = None) -> RigFit:
+            lambda_id: float | None = None, translation: np.ndarray | None = None) -> RigFit:
     """Fit ``rig`` to landmarks float [N, 2] in crop px (512², corner origin) under the crop camera.
 
     By default N = 68 iBUG landmarks on the rig's ``landmarks68`` vertices (jaw line at ``JAW_WEIGHT``); pass
@@ -233,6 +233,8 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     overrides ``LAMBDA_ID``, the identity prior's strength.
 
     Parameters left out (``fit_identity=False``, ...) keep their values from ``init`` (zero / neutral without it).
+    ``translation`` (float [3], with an ``init`` already in place, e.g. a refit after the shading refinement) starts
+    there and skips the rigid alignment.
     Robustness: iteratively reweighted least squares with Huber weights (``LOSS_SCALE_PX``) on the landmark rows,
     so the Gaussian priors on α and β stay quadratic.
     """
@@ -248,10 +250,14 @@ def fit_rig(rig: MorphableModel, landmarks_px: np.ndarray, *, fit_identity: bool
     I, E = rig.n_identity, len(rig.expression_names)
     lo, hi = parameter_bounds(rig)
 
-    # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
-    rigid = LandmarkProblem(rig, target, False, False, fit_pose, points=points, weights=weights, response=response)
-    rigid.x0 = x
-    x = solve_lm(rigid, lo, hi, 30, robust=False)
+    if translation is None:
+        # 1. rigid first (rotation, translation), so the shape modes start from a head in the right place
+        rigid = LandmarkProblem(rig, target, False, False, fit_pose, points=points, weights=weights,
+                                response=response)
+        rigid.x0 = x
+        x = solve_lm(rigid, lo, hi, 30, robust=False)
+    else:
+        x[-3:] = translation
     # 2. everything asked for, Huber-reweighted (a misplaced landmark cannot drag the face)
     p = LandmarkProblem(rig, target, fit_identity, fit_expression, fit_pose, points=points, weights=weights,
                         response=response, lambda_id=lambda_id)
