@@ -187,6 +187,7 @@ class _PhotoProblem(LandmarkProblem):
         self.B_id = sk.B_id  # [Vl, 3, I]
         self.image = image
         self.photo: Optional[_Blurred] = None  # set by blur()
+        self._memo: Optional[tuple] = None  # _forward_shading's last
         self.samples = self.around = self.at_samples = sk.skin[:0]  # set by choose_samples
         self.tri_around, self.A = sk.tri[:0], None
         self.sample_w = np.ones(0)
@@ -229,19 +230,30 @@ class _PhotoProblem(LandmarkProblem):
         dn_raw = (A @ du.reshape(len(tri), -1)).reshape(len(n_raw), 3, P)
         return _unit_and_differential(n_raw, dn_raw)
 
+    def _forward_shading(self, x: np.ndarray) -> tuple:
+        """The model's colours at x and what their derivative needs: (S, R, unposed normals, uv, d uv / d V, dY, L,
+        residual). Kept for the last x (and the same photo, samples and weights): Levenberg-Marquardt asks for the
+        residual at a point it has just tried, then the Jacobian there."""
+        key = (x.tobytes(), self.sample_w.tobytes())
+        memo = self._memo
+        if memo is not None and memo[0] == key and memo[1] is self.photo and memo[2] is self.samples:
+            return memo[3]
+        S, V, R = self._posed(x, self.around)
+        n0, _ = self._normals(S, None, self.at_samples, self.tri_around, self.A)  # unposed: rotate after
+        uv, _, duv_dV = project_points_jacobian(self.camera, V[self.at_samples])
+        colour = self.photo.colour(uv)
+        Y, dY = _sh9(n0 @ R.T)
+        w = self.sample_w[:, None] ** 2
+        L = np.linalg.solve((Y * w).T @ Y + 1e-6 * np.eye(9), (Y * w).T @ colour)
+        out = (S, R, n0, uv, duv_dV, dY, L, Y @ L - colour)
+        self._memo = (key, self.photo, self.samples, out)
+        return out
+
     def shading(self, x: np.ndarray, with_jacobian: bool = False):
         """Per sample: residual colour [K, 3] (model - photo), the light L [9, 3] and, with_jacobian, d residual /
         d(α, pose, t) [K, 3, I + 6] with L held fixed. The normals' derivative by α is the one taken when the
         samples were chosen (``dn_alpha``): it changes little over a round's few steps and costs 10x a step."""
-        S, V, R = self._posed(x, self.around)
-        n0, _ = self._normals(S, None, self.at_samples, self.tri_around, self.A)  # unposed: rotate after
-        n = n0 @ R.T
-        uv, _, duv_dV = project_points_jacobian(self.camera, V[self.at_samples])
-        colour = self.photo.colour(uv)
-        Y, dY = _sh9(n)
-        w = self.sample_w[:, None] ** 2
-        L = np.linalg.solve((Y * w).T @ Y + 1e-6 * np.eye(9), (Y * w).T @ colour)
-        res = Y @ L - colour
+        S, R, n0, uv, duv_dV, dY, L, res = self._forward_shading(x)
         if not with_jacobian:
             return res, L, None
         pose = x[self.I + self.E:self.I + self.E + 3]
