@@ -126,7 +126,7 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
         refined = fit_rig(rig, mesh, points=table, weights=weights, lambda_id=LAMBDA_ID_MESH, fit_identity=False,
                           fit_expression=flags.get("fit_expression", True), fit_pose=flags.get("fit_pose", True),
                           init=shading.fit.state, translation=shading.fit.translation)
-        refined.warnings = list(dict.fromkeys(fit.warnings + refined.warnings))
+        refined.warnings = list(fit.warnings)  # the photo's (a profile view): said once, by the landmark fit
         refined = _with_ibug_residual(rig, refined, table, ibug)
         before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
         if shading.colour_error <= MAX_SHADING_ERROR and after <= before + SHADING_LANDMARK_SLACK_PX:  # not nan
