@@ -170,7 +170,8 @@ def main() -> None:
         V = rig.evaluate(identity, None, pose).astype(np.float64)
         target = project_points(crop_camera(), points.of(V))[0] + rng.normal(0, 1.5, (len(points.index), 2))
         proj.append(compare_shapes(rig, fit_rig(rig, target, points=points).state.identity, identity))
-        mean_err.append(shape_error_mm(rig, None, identity))
+        mean_face = compare_shapes(rig, None, identity)
+        mean_err.append(mean_face.rigid_mm)
         shot = render_headshot(rig, identity, None, pose)
         faces = detect_faces(shot.image)
         if faces:
@@ -178,7 +179,7 @@ def main() -> None:
             shipped = fit_landmarks(rig, mesh, image=crop.image)
             shaded += shipped.shading_error is not None
             det.append(compare_shapes(rig, shipped.state.identity, identity))
-            mean_det.append(compare_shapes(rig, None, identity))
+            mean_det.append(mean_face)
             variants["landmarks only (before)"].append(shape_error_mm(
                 rig, fit_landmarks(rig, mesh).state.identity, identity))
             if not args.quick:  # the opt-in response model, for comparison (the full run only: time)

@@ -175,27 +175,30 @@ def blender_to_head(p: np.ndarray) -> np.ndarray:
 def project_points(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Head-frame points [..., 3] -> pixel coordinates float64 [..., 2] (top-left corner origin, x right, y down)
     and camera-space depth float64 [...] (OpenCV z, metres; points behind the camera have z <= 0)."""
-    w2c = camera.w2c
-    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    z = p[..., 2]
-    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
-    K = camera.K
-    uv = np.stack([K[0, 0] * p[..., 0] / safe + K[0, 2], K[1, 1] * p[..., 1] / safe + K[1, 2]], axis=-1)
+    uv, z, _, _ = _project(camera, points)
     return uv, z
 
 
 def project_points_jacobian(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`project_points` of head-frame points [N, 3] (pixels float64 [N, 2], depth float64 [N]) and the
     pixels' derivative by the points, float64 [N, 2, 3] (the fits' Gauss-Newton steps chain it with their own)."""
-    uv, z = project_points(camera, points)
-    w2c = camera.w2c
-    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    uv, z, p, safe = _project(camera, points)
     fx, fy = camera.K[0, 0], camera.K[1, 1]
     d = np.zeros((len(p), 2, 3))  # d(u, v) / d(camera-space point)
     d[:, 0, 0], d[:, 0, 2] = fx / safe, -fx * p[:, 0] / safe ** 2
     d[:, 1, 1], d[:, 1, 2] = fy / safe, -fy * p[:, 1] / safe ** 2
-    return uv, z, d @ w2c[:3, :3]
+    return uv, z, d @ camera.w2c[:3, :3]
+
+
+def _project(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels [..., 2], depth [...], camera-space points [..., 3] and the depth kept off zero, for the two above."""
+    w2c = camera.w2c
+    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+    z = p[..., 2]
+    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    K = camera.K
+    uv = np.stack([K[0, 0] * p[..., 0] / safe + K[0, 2], K[1, 1] * p[..., 1] / safe + K[1, 2]], axis=-1)
+    return uv, z, p, safe
 
 
 def fov_y_deg(camera: Camera) -> float:

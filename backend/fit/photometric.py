@@ -184,7 +184,6 @@ class _PhotoProblem(LandmarkProblem):
         sk = self.skin
         self.S_mean = (rig.neutral[sk.verts].astype(np.float64)
                        + np.einsum("e,evc->vc", beta, rig.expression_basis[:, sk.verts].astype(np.float64)))
-        self.B_id = sk.B_id  # [Vl, 3, I]
         self.image = image
         self.photo: Optional[_Blurred] = None  # set by blur()
         self._memo: Optional[tuple] = None  # _forward_shading's last
@@ -195,7 +194,6 @@ class _PhotoProblem(LandmarkProblem):
         self.colourless = False
         self.dn_alpha = self.B_around = self.B_samples = np.zeros((0, 3, self.I))
         self.sqrt_photo = 0.0
-        self.incidence = sk.incidence
 
     # --- the posed skin and its derivatives ------------------------------------------------------------------
     def _posed(self, x: np.ndarray, vidx: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,9 +201,9 @@ class _PhotoProblem(LandmarkProblem):
         n_sh = self.I + self.E
         alpha, pose, t = x[:self.I], x[n_sh:n_sh + 3], x[-3:]
         if vidx is None:
-            S = self.S_mean + self.B_id @ alpha
+            S = self.S_mean + self.skin.B_id @ alpha
         else:
-            B = self.B_around if vidx is self.around else self.B_id[vidx]  # the gather is cached per round
+            B = self.B_around if vidx is self.around else self.skin.B_id[vidx]  # the gather is cached per round
             S = self.S_mean[vidx] + B @ alpha
         R = euler_to_matrix(*pose)
         return S, S @ R.T + t, R
@@ -303,7 +301,7 @@ class _PhotoProblem(LandmarkProblem):
         frag = rasterize(torch.from_numpy(rig_V), torch.from_numpy(sk.tri), [crop_camera(cam.width // DEPTH_SUBSAMPLE)])
         depth = frag.depth[0].numpy()
         cand = sk.skin
-        n, _ = self._normals(rig_V, None, cand, sk.tri, self.incidence[cand])
+        n, _ = self._normals(rig_V, None, cand, sk.tri, sk.incidence[cand])
         uv, z = project_points(cam, rig_V[cand])
         view = cam.c2w[:3, 3] - rig_V[cand]
         facing = (n * view).sum(axis=1) / np.linalg.norm(view, axis=1) > FACING_COS
@@ -316,7 +314,7 @@ class _PhotoProblem(LandmarkProblem):
         if len(samples) > MAX_SAMPLES:
             samples = np.sort(rng.choice(samples, MAX_SAMPLES, replace=False))
         # the triangles around the samples and their vertices: all a step needs
-        A = self.incidence[samples]
+        A = sk.incidence[samples]
         faces = np.unique(A.indices)
         tri = sk.tri[faces]
         self.around, local = np.unique(tri, return_inverse=True)
@@ -324,7 +322,7 @@ class _PhotoProblem(LandmarkProblem):
         self.A = A[:, faces]
         self.at_samples = np.searchsorted(self.around, samples)
         self.samples = samples
-        self.B_around = self.B_id[self.around]
+        self.B_around = sk.B_id[self.around]
         self.B_samples = self.B_around[self.at_samples]
         S, _, _ = self._posed(x, self.around)  # the unposed normals' derivative by α, for this round
         _, self.dn_alpha = self._normals(S, self.B_around, self.at_samples, self.tri_around, self.A)

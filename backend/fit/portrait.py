@@ -120,6 +120,8 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
         return fit
     shading = refine_on_shading(rig, image, fit, mesh, table, weights, fit_pose=flags.get("fit_pose", True))
     why = shading.skipped
+    if why is None and not shading.colour_error <= MAX_SHADING_ERROR:  # (nan too)
+        why = f"skin colour error {shading.colour_error:.2f}, over {MAX_SHADING_ERROR}"
     if why is None:
         # the shading's face held, expressions and pose fitted to the landmarks again: an expression read with the
         # landmark fit's face is not the one the shading's face needs to follow them
@@ -129,10 +131,10 @@ def fit_landmarks(rig: MorphableModel, mesh: np.ndarray, *, calibrated: bool = F
         refined.warnings = list(fit.warnings)  # the photo's (a profile view): said once, by the landmark fit
         refined = _with_ibug_residual(rig, refined, table, ibug)
         before, after = float(np.median(fit.residual_px)), float(np.median(refined.residual_px))
-        if shading.colour_error <= MAX_SHADING_ERROR and after <= before + SHADING_LANDMARK_SLACK_PX:  # not nan
+        if after <= before + SHADING_LANDMARK_SLACK_PX:
             refined.shading_error = shading.colour_error
             return refined
-        why = f"skin colour error {shading.colour_error:.2f}, landmark error {after:.1f} px against {before:.1f} px"
+        why = f"landmark error {after:.1f} px against {before:.1f} px"
     fit.warnings.append(f"the face's shading was not used for its shape ({why}): identity from the landmarks only; "
                         "a colour photo of an uncovered face in soft, even light gives a closer likeness")
     return fit
